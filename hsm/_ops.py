@@ -1,0 +1,466 @@
+"""``HsmOps`` over python-pkcs11: one logged-in session, used by the HSM thread only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pkcs11
+import pkcs11.exceptions as p11e
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.mechanisms import GCMParams
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+from pkcs11.util.rsa import encode_rsa_public_key
+
+from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext, NotFound
+from vault.hsm import KeySpec, MacAlgorithm, ObjectInfo, SignScheme
+
+log = logging.getLogger("hsm")
+
+GCM_TAG_BITS = 128  # NIST SP 800-38D §5.2.1.2: the full 128-bit tag
+# Nonce prefix 0 is reserved for the decrypt canary (vault/envelope.py never allocates it).
+_CANARY_NONCE = bytes(12)
+_CANARY_AAD = b"hsm-vault/canary/v1"
+_CANARY_PLAINTEXT = bytes(16)
+
+_ID_ED25519 = "1.3.101.112"  # RFC 8410 §3
+_EC_P256 = "secp256r1"
+_DER_OCTET_STRING = 0x04
+
+_MAC_MECHANISMS = {
+    MacAlgorithm.SHA1: Mechanism.SHA_1_HMAC,
+    MacAlgorithm.SHA224: Mechanism.SHA224_HMAC,
+    MacAlgorithm.SHA256: Mechanism.SHA256_HMAC,
+    MacAlgorithm.SHA384: Mechanism.SHA384_HMAC,
+    MacAlgorithm.SHA512: Mechanism.SHA512_HMAC,
+}
+# RSA-PSS and RSA-OAEP parameters; the library's own defaults are SHA-1.
+_HASH_PARAMS = {
+    "sha256": (Mechanism.SHA256, MGF.SHA256, 32),
+    "sha384": (Mechanism.SHA384, MGF.SHA384, 48),
+    "sha512": (Mechanism.SHA512, MGF.SHA512, 64),
+}
+# Every long-lived key: usable, never readable.
+_SECRET_POLICY = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+}
+# A seed unwrapped for one verification: a session object that can only MAC.
+_SEED_FOR_MAC = {
+    Attribute.TOKEN: False,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.SIGN: True,
+    Attribute.VERIFY: False,
+    Attribute.ENCRYPT: False,
+    Attribute.DECRYPT: False,
+    Attribute.WRAP: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: False,
+}
+
+
+def _wrappable_seed(sensitive: bool) -> dict[Attribute, Any]:
+    """A seed that exists only long enough to be wrapped (it must be extractable for that)."""
+    return {
+        Attribute.TOKEN: False,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: sensitive,
+        Attribute.EXTRACTABLE: True,
+        Attribute.SIGN: True,
+    }
+
+
+class Pkcs11Ops:
+    """The token session plus a cache of key handles.
+
+    Secret and private keys are used through session-object copies made inside the token
+    (``C_CopyObject``, which keeps them sensitive and non-extractable): SoftHSM2 re-reads
+    its object store on each use of a token object, and a session copy is about twice as
+    fast. The copies vanish with the session.
+    """
+
+    def __init__(self, session: pkcs11.Session) -> None:
+        self._session = session
+        self._handles: dict[bytes, Any] = {}
+        self._public: dict[bytes, Any] = {}
+        self._canaries: dict[bytes, bytes] = {}
+
+    # -- objects -----------------------------------------------------------------------
+
+    def _find(self, key_id: bytes, object_class: ObjectClass) -> Any:
+        found = list(self._session.get_objects({Attribute.ID: key_id, Attribute.CLASS: object_class}))
+        if not found:
+            raise NotFound("key version has no HSM object")
+        token_objects = [o for o in found if o[Attribute.TOKEN]]
+        return (token_objects or found)[0]
+
+    def _key(self, key_id: bytes, object_class: ObjectClass = ObjectClass.SECRET_KEY) -> Any:
+        handle = self._handles.get(key_id)
+        if handle is None:
+            original = self._find(key_id, object_class)
+            handle = original.copy({Attribute.TOKEN: False})
+            self._handles[key_id] = handle
+        return handle
+
+    def _private(self, key_id: bytes) -> Any:
+        return self._key(key_id, ObjectClass.PRIVATE_KEY)
+
+    def _public_key(self, key_id: bytes) -> Any:
+        handle = self._public.get(key_id)
+        if handle is None:
+            handle = self._find(key_id, ObjectClass.PUBLIC_KEY)
+            self._public[key_id] = handle
+        return handle
+
+    def forget(self, key_id: bytes) -> None:
+        for cache in (self._handles, self._public, self._canaries):
+            cache.pop(key_id, None)
+
+    def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
+        s = self._session
+        if spec is KeySpec.AES256:
+            s.generate_key(
+                KeyType.AES,
+                256,
+                id=key_id,
+                label=label,
+                store=True,
+                template={
+                    **_SECRET_POLICY,
+                    Attribute.ENCRYPT: True,
+                    Attribute.DECRYPT: True,
+                    Attribute.WRAP: True,
+                    Attribute.UNWRAP: True,
+                    Attribute.SIGN: False,
+                    Attribute.VERIFY: False,
+                    Attribute.DERIVE: False,
+                },
+            )
+        elif spec is KeySpec.HMAC256:
+            s.generate_key(
+                KeyType.GENERIC_SECRET,
+                256,
+                id=key_id,
+                label=label,
+                store=True,
+                template={
+                    **_SECRET_POLICY,
+                    Attribute.SIGN: True,
+                    Attribute.VERIFY: True,
+                    Attribute.ENCRYPT: False,
+                    Attribute.DECRYPT: False,
+                    Attribute.WRAP: False,
+                    Attribute.UNWRAP: False,
+                    Attribute.DERIVE: False,
+                },
+            )
+        else:
+            self._generate_pair(spec, key_id, label)
+
+    def _generate_pair(self, spec: KeySpec, key_id: bytes, label: str) -> None:
+        s = self._session
+        public_template = {
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: False,
+            Attribute.MODIFIABLE: False,
+            Attribute.VERIFY: True,
+        }
+        private_template: dict[Attribute, Any] = {
+            **_SECRET_POLICY,
+            Attribute.SIGN: True,
+            Attribute.DECRYPT: spec is KeySpec.RSA3072,
+            Attribute.UNWRAP: False,
+            Attribute.DERIVE: spec is KeySpec.EC_P256,
+        }
+        if spec is KeySpec.RSA3072:
+            public_template[Attribute.ENCRYPT] = True
+            s.generate_keypair(
+                KeyType.RSA,
+                3072,
+                id=key_id,
+                label=label,
+                store=True,
+                public_template=public_template,
+                private_template=private_template,
+            )
+            return
+        if spec is KeySpec.EC_P256:
+            key_type, mechanism = KeyType.EC, Mechanism.EC_KEY_PAIR_GEN
+            params = encode_named_curve_parameters(_EC_P256)
+        else:
+            key_type, mechanism = KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
+            params = encode_named_curve_parameters(_ID_ED25519)
+        domain = s.create_domain_parameters(key_type, {Attribute.EC_PARAMS: params}, local=True)
+        domain.generate_keypair(
+            id=key_id,
+            label=label,
+            store=True,
+            mechanism=mechanism,
+            public_template=public_template,
+            private_template=private_template,
+        )
+
+    def destroy(self, key_id: bytes) -> int:
+        self.forget(key_id)
+        count = 0
+        for obj in list(self._session.get_objects({Attribute.ID: key_id})):
+            obj.destroy()
+            count += 1
+        return count
+
+    def exists(self, key_id: bytes) -> bool:
+        return any(True for _ in self._session.get_objects({Attribute.ID: key_id, Attribute.TOKEN: True}))
+
+    def objects(self) -> list[ObjectInfo]:
+        result = []
+        for obj in self._session.get_objects({Attribute.TOKEN: True}):
+            cls = obj[Attribute.CLASS]
+            secret = cls in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)
+            result.append(
+                ObjectInfo(
+                    key_id=bytes(obj[Attribute.ID]),
+                    label=str(obj[Attribute.LABEL]),
+                    object_class=cls.name,
+                    key_type=obj[Attribute.KEY_TYPE].name,
+                    sensitive=bool(obj[Attribute.SENSITIVE]) if secret else False,
+                    extractable=bool(obj[Attribute.EXTRACTABLE]) if secret else True,
+                    token=True,
+                )
+            )
+        return result
+
+    def session_object_count(self) -> int:
+        """Session objects besides the cached key copies (seeds mid-verification)."""
+        cached = len(self._handles)
+        total = sum(1 for _ in self._session.get_objects({Attribute.TOKEN: False}))
+        return total - cached
+
+    # -- symmetric -------------------------------------------------------------------------
+
+    def random(self, length: int) -> bytes:
+        return bytes(self._session.generate_random(length * 8))
+
+    def encrypt_gcm(self, key_id: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return bytes(
+            self._key(key_id).encrypt(
+                plaintext,
+                mechanism=Mechanism.AES_GCM,
+                mechanism_param=GCMParams(nonce, aad, GCM_TAG_BITS),
+            )
+        )
+
+    def decrypt_gcm(self, key_id: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        key = self._key(key_id)
+        try:
+            return bytes(
+                key.decrypt(
+                    ciphertext,
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(nonce, aad, GCM_TAG_BITS),
+                )
+            )
+        except (p11e.EncryptedDataInvalid, p11e.EncryptedDataLenRange, p11e.GeneralError):
+            # SoftHSM 2.6 reports a failed tag as GeneralError, the same as a device fault.
+            # A known-good decryption under the same key tells the two apart.
+            if self._canary_ok(key_id, key):
+                raise InvalidCiphertext() from None
+            raise HsmUnavailable() from None
+
+    def _canary_ok(self, key_id: bytes, key: Any) -> bool:
+        param = GCMParams(_CANARY_NONCE, _CANARY_AAD, GCM_TAG_BITS)
+        try:
+            canary = self._canaries.get(key_id)
+            if canary is None:
+                canary = bytes(key.encrypt(_CANARY_PLAINTEXT, mechanism=Mechanism.AES_GCM, mechanism_param=param))
+                self._canaries[key_id] = canary
+            return bytes(key.decrypt(canary, mechanism=Mechanism.AES_GCM, mechanism_param=param)) == _CANARY_PLAINTEXT
+        except p11e.PKCS11Error:
+            return False
+
+    def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
+        return bytes(self._key(key_id).sign(data, mechanism=_MAC_MECHANISMS[algorithm]))
+
+    # -- asymmetric ------------------------------------------------------------------------
+
+    def sign(self, key_id: bytes, scheme: SignScheme, data: bytes, hash_name: str) -> bytes:
+        key = self._private(key_id)
+        if scheme is SignScheme.ECDSA:
+            return bytes(key.sign(data, mechanism=Mechanism.ECDSA))
+        if scheme is SignScheme.EDDSA:
+            return bytes(key.sign(data, mechanism=Mechanism.EDDSA))
+        if scheme is SignScheme.RSA_PSS:
+            return bytes(
+                key.sign(data, mechanism=Mechanism.RSA_PKCS_PSS, mechanism_param=_hash_params(hash_name))
+            )
+        return bytes(key.sign(data, mechanism=Mechanism.RSA_PKCS))
+
+    def public_key_der(self, key_id: bytes) -> bytes:
+        pub = self._public_key(key_id)
+        key_type = pub[Attribute.KEY_TYPE]
+        if key_type == KeyType.EC:
+            return bytes(encode_ec_public_key(pub))
+        if key_type == KeyType.RSA:
+            pkcs1 = encode_rsa_public_key(pub)
+            loaded = serialization.load_der_public_key(_pkcs1_to_spki(pkcs1))
+            return loaded.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        point = bytes(pub[Attribute.EC_POINT])
+        raw = _unwrap_octet_string(point)
+        return ed25519.Ed25519PublicKey.from_public_bytes(raw).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def rsa_oaep_decrypt(self, key_id: bytes, ciphertext: bytes, hash_name: str) -> bytes:
+        hash_mech, mgf, _ = _hash_params(hash_name)
+        return bytes(
+            self._private(key_id).decrypt(
+                ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=(hash_mech, mgf, None)
+            )
+        )
+
+    def ecdh(self, key_id: bytes, peer_point: bytes) -> bytes:
+        secret = self._private(key_id).derive_key(
+            KeyType.GENERIC_SECRET,
+            256,
+            mechanism=Mechanism.ECDH1_DERIVE,
+            mechanism_param=(pkcs11.KDF.NULL, None, peer_point),
+            store=False,
+            template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True, Attribute.TOKEN: False},
+        )
+        try:
+            return bytes(secret[Attribute.VALUE])
+        finally:
+            secret.destroy()
+
+    # -- OTP seeds -------------------------------------------------------------------------
+
+    def seed_generate(
+        self, wrap_key_id: bytes, length: int, device_public_key_der: bytes | None
+    ) -> tuple[bytes, bytes | None, bytes | None]:
+        wrapper = self._key(wrap_key_id)
+        seed = self._session.generate_key(
+            KeyType.GENERIC_SECRET,
+            length * 8,
+            store=False,
+            template=_wrappable_seed(sensitive=device_public_key_der is not None),
+        )
+        try:
+            wrapped = bytes(wrapper.wrap_key(seed, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+            if device_public_key_der is None:
+                return wrapped, bytes(seed[Attribute.VALUE]), None
+            device = self._device_key(device_public_key_der)
+            try:
+                for_device = bytes(
+                    device.wrap_key(
+                        seed,
+                        mechanism=Mechanism.RSA_PKCS_OAEP,
+                        mechanism_param=(Mechanism.SHA256, MGF.SHA256, None),
+                    )
+                )
+            finally:
+                device.destroy()
+            return wrapped, None, for_device
+        finally:
+            seed.destroy()
+
+    def _device_key(self, der: bytes) -> Any:
+        try:
+            public = serialization.load_der_public_key(der)
+        except ValueError:
+            raise BadRequest("device_public_key is not a valid public key") from None
+        if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
+            raise BadRequest("device_public_key must be an RSA key of 2048 bits or more")
+        numbers = public.public_numbers()
+        return self._session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                Attribute.KEY_TYPE: KeyType.RSA,
+                Attribute.TOKEN: False,
+                Attribute.WRAP: True,
+                Attribute.ENCRYPT: True,
+                Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
+                Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
+            }
+        )
+
+    def seed_import(self, wrap_key_id: bytes, seed: bytes) -> bytes:
+        wrapper = self._key(wrap_key_id)
+        obj = self._session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+                Attribute.VALUE: seed,
+                **_wrappable_seed(sensitive=True),
+            }
+        )
+        try:
+            return bytes(wrapper.wrap_key(obj, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        finally:
+            obj.destroy()
+
+    def seed_rewrap(self, old_wrap_key_id: bytes, new_wrap_key_id: bytes, wrapped: bytes) -> bytes:
+        seed = self._unwrap_seed(old_wrap_key_id, wrapped, _wrappable_seed(sensitive=True))
+        try:
+            return bytes(self._key(new_wrap_key_id).wrap_key(seed, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        finally:
+            seed.destroy()
+
+    def seed_macs(
+        self,
+        wrap_key_id: bytes,
+        wrapped: bytes,
+        algorithm: MacAlgorithm,
+        messages: Sequence[bytes],
+    ) -> list[bytes]:
+        seed = self._unwrap_seed(wrap_key_id, wrapped, _SEED_FOR_MAC)
+        try:
+            mechanism = _MAC_MECHANISMS[algorithm]
+            return [bytes(seed.sign(m, mechanism=mechanism)) for m in messages]
+        finally:
+            seed.destroy()
+
+    def _unwrap_seed(self, wrap_key_id: bytes, wrapped: bytes, template: dict[Attribute, Any]) -> Any:
+        try:
+            return self._key(wrap_key_id).unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.GENERIC_SECRET,
+                wrapped,
+                mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                store=False,
+                template=template,
+            )
+        except (p11e.WrappedKeyInvalid, p11e.WrappedKeyLenRange, p11e.EncryptedDataInvalid):
+            raise InvalidCiphertext() from None
+        except p11e.GeneralError:
+            if self._canary_ok(wrap_key_id, self._key(wrap_key_id)):
+                raise InvalidCiphertext() from None
+            raise HsmUnavailable() from None
+
+
+def _hash_params(hash_name: str) -> tuple[Mechanism, MGF, int]:
+    try:
+        return _HASH_PARAMS[hash_name]
+    except KeyError:
+        raise BadRequest(f"unsupported hash algorithm {hash_name!r}") from None
+
+
+def _unwrap_octet_string(point: bytes) -> bytes:
+    """CKA_EC_POINT is a DER OCTET STRING around the raw point (PKCS#11 v2.40 §2.3.3)."""
+    if len(point) >= 2 and point[0] == _DER_OCTET_STRING and point[1] == len(point) - 2:
+        return point[2:]
+    return point
+
+
+def _pkcs1_to_spki(pkcs1: bytes) -> bytes:
+    from asn1crypto.keys import PublicKeyInfo, RSAPublicKey  # noqa: PLC0415
+
+    info = PublicKeyInfo({"algorithm": {"algorithm": "rsa"}, "public_key": RSAPublicKey.load(pkcs1)})
+    return bytes(info.dump())

@@ -1,0 +1,175 @@
+"""The HSM thread: the only thread of a process that calls the PKCS#11 module.
+
+python-pkcs11 calls ``C_Initialize(NULL)``, promising the module that the application will
+never call it from two threads at once; SoftHSM2 segfaults when that promise is broken.
+So every job runs here, one after the other. Jobs that arrive while one runs are drained
+together and their results handed back with one wake-up per event loop, so a busy server
+pays for the thread hop once per burst rather than once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hsm._errors import SESSION_LOST, translate
+from vault.errors import HsmUnavailable, VaultError
+from vault.hsm import HsmOps
+
+T = TypeVar("T")
+log = logging.getLogger("hsm")
+
+_Outcome = tuple[bool, Any]
+_Job = tuple[Callable[[Any], Any], "asyncio.Future[Any] | concurrent.futures.Future[Any]", Any]
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
+    for future, (ok, value) in items:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class HsmThread:
+    """Owns the PKCS#11 session; re-opens it after the token or session is lost."""
+
+    def __init__(self, connect: Callable[[], Any], retry_interval: float = 1.0) -> None:
+        self._connect = connect
+        self._retry_interval = retry_interval
+        self._ops: Any = None
+        self._last_attempt = 0.0
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._healthy = False
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="hsm", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    # -- caller side -----------------------------------------------------------------------
+
+    async def run(self, job: Callable[[HsmOps], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((job, future, loop))
+        return await future
+
+    def run_sync(self, job: Callable[[HsmOps], T]) -> T:
+        if threading.current_thread() is self._thread:
+            return job(self._ops)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((job, future, None))
+        return future.result()
+
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    # -- HSM thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._ops = self._connect()
+            self._healthy = True
+        except BaseException as exc:  # noqa: BLE001 - handed to the constructor's caller
+            self._start_error = translate(exc)
+            self._started.set()
+            return
+        self._started.set()
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            burst = [first]
+            stop = False
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                burst.append(item)
+            self._run_burst(burst)
+            if stop:
+                break
+        self._disconnect()
+
+    def _run_burst(self, burst: list[_Job]) -> None:
+        by_loop: dict[Any, list[tuple[Any, _Outcome]]] = defaultdict(list)
+        for job, future, loop in burst:
+            outcome = self._execute(job)
+            if loop is None:
+                ok, value = outcome
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            else:
+                by_loop[loop].append((future, outcome))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the loop closed while the job ran
+                pass
+
+    def _execute(self, job: Callable[[Any], Any]) -> _Outcome:
+        if self._ops is None and not self._reconnect():
+            return False, HsmUnavailable()
+        try:
+            return True, job(self._ops)
+        except VaultError as exc:
+            return False, exc
+        except SESSION_LOST as exc:
+            log.warning("HSM session lost (%s); will re-open", type(exc).__name__)
+            self._drop_session()
+            return False, HsmUnavailable()
+        except BaseException as exc:  # noqa: BLE001 - translated, never leaked
+            return False, translate(exc)
+
+    def _reconnect(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_attempt < self._retry_interval:
+            return False
+        self._last_attempt = now
+        try:
+            self._ops = self._connect()
+        except BaseException as exc:  # noqa: BLE001
+            log.warning("HSM re-open failed: %s", type(translate(exc)).__name__)
+            self._ops = None
+            self._healthy = False
+            return False
+        log.info("HSM session re-opened")
+        self._healthy = True
+        return True
+
+    def _drop_session(self) -> None:
+        self._healthy = False
+        self._disconnect()
+        self._ops = None
+        self._last_attempt = 0.0
+
+    def _disconnect(self) -> None:
+        ops = self._ops
+        if ops is not None:
+            try:
+                ops.close()
+            except Exception:  # noqa: BLE001 - the session is already unusable
+                log.debug("HSM session close failed", exc_info=True)

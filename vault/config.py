@@ -1,0 +1,110 @@
+"""Service configuration, read once from ``VAULT_*`` environment variables.
+
+Secrets (PINs) are never taken from argv: only from an environment variable or a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vault.errors import ConfigError
+
+_PREFIX = "VAULT_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(_PREFIX + name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{_PREFIX}{name} must be an integer") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service and the officers' CLI need to find the HSM and the database."""
+
+    var_dir: Path
+    database_url: str
+    pkcs11_module: str
+    token_label: str
+    pin_file: Path
+    so_pin_file: Path
+    policies_dir: Path
+    listen: str
+    workers: int
+    jwt_audience: str
+    jwt_algorithms: tuple[str, ...]
+    jwt_max_lifetime: int
+    jwt_leeway: int
+    key_cache_ttl: float
+    max_batch_items: int
+    max_body_bytes: int
+    softhsm_conf: Path
+    dev_token_lifetime: int = 24 * 3600
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        try:
+            return int(self.listen.rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            raise ConfigError("VAULT_LISTEN must be host:port") from None
+
+    def user_pin(self) -> str:
+        """The token user's PIN: ``VAULT_PIN`` if set, else the first line of the PIN file."""
+        return _read_secret("PIN", self.pin_file)
+
+    def so_pin(self) -> str:
+        return _read_secret("SO_PIN", self.so_pin_file)
+
+
+def _read_secret(env_name: str, path: Path) -> str:
+    value = os.environ.get(_PREFIX + env_name)
+    if value:
+        return value
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise ConfigError(f"no {_PREFIX}{env_name} and cannot read the PIN file {path}") from None
+    value = text.splitlines()[0].strip() if text.strip() else ""
+    if not value:
+        raise ConfigError(f"the PIN file {path} is empty")
+    return value
+
+
+def load_settings() -> Settings:
+    var_dir = Path(_env("VAR_DIR", "var")).resolve()
+    algorithms = tuple(a.strip() for a in _env("JWT_ALGORITHMS", "EdDSA,ES256").split(",") if a)
+    allowed = {"EdDSA", "ES256", "ES384", "RS256", "PS256"}
+    if not algorithms or not set(algorithms) <= allowed:
+        raise ConfigError(f"{_PREFIX}JWT_ALGORITHMS must be a subset of {sorted(allowed)}")
+    return Settings(
+        var_dir=var_dir,
+        database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'vault.db'}"),
+        pkcs11_module=_env("PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
+        token_label=_env("TOKEN_LABEL", "hsm-vault"),
+        pin_file=Path(_env("PIN_FILE", str(var_dir / "softhsm" / "user.pin"))),
+        so_pin_file=Path(_env("SO_PIN_FILE", str(var_dir / "softhsm" / "so.pin"))),
+        policies_dir=Path(_env("POLICIES_DIR", "policies")).resolve(),
+        listen=_env("LISTEN", "127.0.0.1:8200"),
+        workers=_env_int("WORKERS", 2),
+        jwt_audience=_env("JWT_AUDIENCE", "hsm-vault"),
+        jwt_algorithms=algorithms,
+        jwt_max_lifetime=_env_int("JWT_MAX_LIFETIME", 24 * 3600),
+        jwt_leeway=_env_int("JWT_LEEWAY", 30),
+        key_cache_ttl=float(_env("KEY_CACHE_TTL", "1.0")),
+        max_batch_items=_env_int("MAX_BATCH_ITEMS", 1000),
+        max_body_bytes=_env_int("MAX_BODY_BYTES", 8 * 1024 * 1024),
+        softhsm_conf=Path(_env("SOFTHSM2_CONF", str(var_dir / "softhsm2.conf"))),
+    )
