@@ -26,7 +26,7 @@ CK_ULONG = ctypes.c_ulong
 
 
 class _CkTokenInfo(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 - ctypes layout
+    _fields_ = [
         ("label", ctypes.c_char * 32),
         ("manufacturerID", ctypes.c_char * 32),
         ("model", ctypes.c_char * 16),
@@ -50,7 +50,9 @@ def _init_in_child(module_path: str, label: str, so_pin: str) -> str:
             if not info.flags & CKF_TOKEN_INITIALIZED:
                 padded = label.encode().ljust(_LABEL_LEN, b" ")
                 pin = so_pin.encode()
-                rv = lib.C_InitToken(slot, ctypes.c_char_p(pin), CK_ULONG(len(pin)), ctypes.c_char_p(padded))
+                rv = lib.C_InitToken(
+                    slot, ctypes.c_char_p(pin), CK_ULONG(len(pin)), ctypes.c_char_p(padded)
+                )
                 _check(rv, "C_InitToken")
                 return "ok"
         return "no free slot for a new token"
@@ -79,7 +81,7 @@ def init_token(module_path: str, label: str, so_pin: str, user_pin: str) -> None
     The PINs travel to the child on its standard input, never in its argv.
     """
     request = json.dumps({"module": module_path, "label": label, "so_pin": so_pin})
-    child = subprocess.run(  # noqa: S603 - our own interpreter and module
+    child = subprocess.run(
         [sys.executable, "-c", "from hsm._init_token import child_main; child_main()"],
         input=request,
         capture_output=True,
@@ -104,4 +106,3 @@ def child_main() -> None:
     except (OSError, RuntimeError) as exc:
         print(f"token initialization failed: {exc}")
         sys.exit(1)
-

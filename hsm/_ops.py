@@ -95,7 +95,9 @@ class Pkcs11Ops:
     # -- objects -----------------------------------------------------------------------
 
     def _find(self, key_id: bytes, object_class: ObjectClass) -> Any:
-        found = list(self._session.get_objects({Attribute.ID: key_id, Attribute.CLASS: object_class}))
+        found = list(
+            self._session.get_objects({Attribute.ID: key_id, Attribute.CLASS: object_class})
+        )
         if not found:
             raise NotFound("key version has no HSM object")
         token_objects = [o for o in found if o[Attribute.TOKEN]]
@@ -216,7 +218,9 @@ class Pkcs11Ops:
         return count
 
     def exists(self, key_id: bytes) -> bool:
-        return any(True for _ in self._session.get_objects({Attribute.ID: key_id, Attribute.TOKEN: True}))
+        return any(
+            True for _ in self._session.get_objects({Attribute.ID: key_id, Attribute.TOKEN: True})
+        )
 
     def objects(self) -> list[ObjectInfo]:
         result = []
@@ -278,9 +282,16 @@ class Pkcs11Ops:
         try:
             canary = self._canaries.get(key_id)
             if canary is None:
-                canary = bytes(key.encrypt(_CANARY_PLAINTEXT, mechanism=Mechanism.AES_GCM, mechanism_param=param))
+                canary = bytes(
+                    key.encrypt(
+                        _CANARY_PLAINTEXT, mechanism=Mechanism.AES_GCM, mechanism_param=param
+                    )
+                )
                 self._canaries[key_id] = canary
-            return bytes(key.decrypt(canary, mechanism=Mechanism.AES_GCM, mechanism_param=param)) == _CANARY_PLAINTEXT
+            return (
+                bytes(key.decrypt(canary, mechanism=Mechanism.AES_GCM, mechanism_param=param))
+                == _CANARY_PLAINTEXT
+            )
         except p11e.PKCS11Error:
             return False
 
@@ -297,7 +308,9 @@ class Pkcs11Ops:
             return bytes(key.sign(data, mechanism=Mechanism.EDDSA))
         if scheme is SignScheme.RSA_PSS:
             return bytes(
-                key.sign(data, mechanism=Mechanism.RSA_PKCS_PSS, mechanism_param=_hash_params(hash_name))
+                key.sign(
+                    data, mechanism=Mechanism.RSA_PKCS_PSS, mechanism_param=_hash_params(hash_name)
+                )
             )
         return bytes(key.sign(data, mechanism=Mechanism.RSA_PKCS))
 
@@ -322,7 +335,9 @@ class Pkcs11Ops:
         hash_mech, mgf, _ = _hash_params(hash_name)
         return bytes(
             self._private(key_id).decrypt(
-                ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=(hash_mech, mgf, None)
+                ciphertext,
+                mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=(hash_mech, mgf, None),
             )
         )
 
@@ -333,7 +348,11 @@ class Pkcs11Ops:
             mechanism=Mechanism.ECDH1_DERIVE,
             mechanism_param=(pkcs11.KDF.NULL, None, peer_point),
             store=False,
-            template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True, Attribute.TOKEN: False},
+            template={
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+                Attribute.TOKEN: False,
+            },
         )
         try:
             return bytes(secret[Attribute.VALUE])
@@ -387,7 +406,9 @@ class Pkcs11Ops:
                 Attribute.WRAP: True,
                 Attribute.ENCRYPT: True,
                 Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
-                Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
+                Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes(
+                    (numbers.e.bit_length() + 7) // 8, "big"
+                ),
             }
         )
 
@@ -409,7 +430,9 @@ class Pkcs11Ops:
     def seed_rewrap(self, old_wrap_key_id: bytes, new_wrap_key_id: bytes, wrapped: bytes) -> bytes:
         seed = self._unwrap_seed(old_wrap_key_id, wrapped, _wrappable_seed(sensitive=True))
         try:
-            return bytes(self._key(new_wrap_key_id).wrap_key(seed, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+            return bytes(
+                self._key(new_wrap_key_id).wrap_key(seed, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+            )
         finally:
             seed.destroy()
 
@@ -427,7 +450,9 @@ class Pkcs11Ops:
         finally:
             seed.destroy()
 
-    def _unwrap_seed(self, wrap_key_id: bytes, wrapped: bytes, template: dict[Attribute, Any]) -> Any:
+    def _unwrap_seed(
+        self, wrap_key_id: bytes, wrapped: bytes, template: dict[Attribute, Any]
+    ) -> Any:
         try:
             return self._key(wrap_key_id).unwrap_key(
                 ObjectClass.SECRET_KEY,
@@ -462,5 +487,7 @@ def _unwrap_octet_string(point: bytes) -> bytes:
 def _pkcs1_to_spki(pkcs1: bytes) -> bytes:
     from asn1crypto.keys import PublicKeyInfo, RSAPublicKey  # noqa: PLC0415
 
-    info = PublicKeyInfo({"algorithm": {"algorithm": "rsa"}, "public_key": RSAPublicKey.load(pkcs1)})
+    info = PublicKeyInfo(
+        {"algorithm": {"algorithm": "rsa"}, "public_key": RSAPublicKey.load(pkcs1)}
+    )
     return bytes(info.dump())

@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar): Vault Transit's shapes over the vault's domain."""

@@ -1,0 +1,153 @@
+"""The Litestar application: routes, the service gate, error mapping, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.config.app import AppConfig
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.openapi.config import OpenAPIConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy import text
+
+from api.responses import error
+from api.security import OPENAPI_PATH, PUBLIC, authorize
+from api.transit import TransitController
+from vault.config import Settings, load_settings
+from vault.errors import RateLimited, VaultError
+from vault.runtime import Runtime
+
+log = logging.getLogger("vault.api")
+
+REQUESTS = Counter("vault_requests_total", "Requests by outcome class", ["status"])
+VERSION = "0.1.0"
+
+
+def _vault_error(_: Request[Any, Any, Any], exc: VaultError) -> Response[bytes]:
+    REQUESTS.labels(str(exc.status)).inc()
+    if exc.status >= 500:
+        log.warning("request failed: %s", type(exc).__name__)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return error(exc.status, str(exc), headers=headers)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    REQUESTS.labels(str(status)).inc()
+    if isinstance(exc, ValidationException):
+        # msgspec names the field and the expected type; it never echoes the value.
+        detail = exc.extra if isinstance(exc.extra, list) else []
+        reasons = [
+            f"{d.get('key', 'body')}: {d.get('message', 'invalid')}"
+            for d in detail
+            if isinstance(d, dict)
+        ]
+        return error(400, *(reasons or ["malformed request body"]))
+    if isinstance(exc, NotAuthorizedException):
+        return error(401, "permission denied")
+    if status == 413:
+        return error(413, "request body too large")
+    return error(status, exc.detail if status < 500 else "internal error")
+
+
+def _internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    REQUESTS.labels("500").inc()
+    log.error("unhandled %s", type(exc).__name__)
+    return error(500, "internal error")
+
+
+@get("/v1/sys/health", opt={PUBLIC: True}, include_in_schema=True)
+async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    hsm_ok = rt is not None and rt.hsm.healthy()
+    db_ok = False
+    if rt is not None:
+
+        def probe() -> bool:
+            with rt.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+
+        try:
+            db_ok = await asyncio.wait_for(asyncio.to_thread(probe), timeout=2)
+        except Exception:
+            db_ok = False
+    body = {
+        "initialized": True,
+        "sealed": not hsm_ok,
+        "standby": False,
+        "performance_standby": False,
+        "server_time_utc": int(time.time()),
+        "version": VERSION,
+        "cluster_name": "hsm-vault",
+        "hsm": "ok" if hsm_ok else "unavailable",
+        "database": "ok" if db_ok else "unavailable",
+    }
+    import msgspec  # noqa: PLC0415
+
+    status = 200 if hsm_ok and db_ok else 503
+    return Response(
+        content=msgspec.json.encode(body), status_code=status, media_type="application/json"
+    )
+
+
+@get("/metrics", opt={PUBLIC: True}, include_in_schema=False)
+async def metrics() -> Response[bytes]:
+    return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _list_method(app: ASGIApp) -> ASGIApp:
+    """Vault clients send ``LIST /v1/...``; it is ``GET ...?list=true``."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "LIST":
+            scope = dict(scope)  # type: ignore[assignment]
+            scope["method"] = "GET"  # type: ignore[typeddict-unknown-key]
+            query = scope.get("query_string", b"")
+            scope["query_string"] = (query + b"&" if query else b"") + b"list=true"  # type: ignore[typeddict-unknown-key]
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+def create_app(
+    settings: Settings | None = None, runtime_factory: Callable[[Settings], Runtime] | None = None
+) -> ASGIApp:
+    settings = settings or load_settings()
+    factory = runtime_factory or Runtime.start
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.runtime = factory(settings)
+        try:
+            yield
+        finally:
+            app.state.runtime.close()
+
+    config = AppConfig(
+        route_handlers=[TransitController, health, metrics],
+        before_request=authorize,
+        exception_handlers={
+            VaultError: _vault_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="hsm-vault", version=VERSION, path=OPENAPI_PATH),
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+        logging_config=None,
+    )
+    return _list_method(Litestar.from_config(config))
+
+
+def create_default_app() -> ASGIApp:
+    """The uvicorn factory: settings from the environment, the HSM from the settings."""
+    return create_app()

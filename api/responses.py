@@ -1,0 +1,64 @@
+"""Vault's response envelope and error body, encoded once with msgspec.
+
+Success responses are sent by a minimal ASGI callable: the handlers already hold the
+encoded body, and a framework response object per request costs more than the HSM call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Response
+from litestar.types import Receive, Scope, Send
+
+_encoder = msgspec.json.Encoder()
+JSON = "application/json"
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class JsonResponse:
+    """An ASGI app that sends one JSON body (exactly ``application/json``, as hvac wants)."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [_JSON_HEADER] if self.status != 204 else []
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def ok(data: dict[str, Any] | None, status: int = 200) -> JsonResponse:
+    """Vault's success envelope (204 with no body when there is nothing to say)."""
+    if data is None:
+        return JsonResponse(b"", 204)
+    body = {
+        "request_id": str(uuid.uuid4()),
+        "lease_id": "",
+        "renewable": False,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": None,
+        "warnings": None,
+        "auth": None,
+    }
+    return JsonResponse(_encoder.encode(body), status)
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def error(status: int, *messages: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(
+        content=_encoder.encode({"errors": list(messages)}),
+        status_code=status,
+        media_type=JSON,
+        headers=headers,
+    )

@@ -1,0 +1,1 @@
+"""hsm-vault's domain: keys, envelopes, OTP, signatures, policies. Never imports ``pkcs11``."""

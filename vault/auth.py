@@ -1,0 +1,102 @@
+"""Service authentication: JWTs signed by each service's own private key.
+
+The vault holds only public keys (from the policies). The algorithm is fixed by the
+service's key type and the configuration, never taken from the token's header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from vault.errors import Unauthorized
+from vault.policy import Policies, Service
+
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "jti"]
+_CACHE_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    service: Service
+    token_id: str
+    expires_at: float
+
+
+class Authenticator:
+    """Verifies tokens; a verified token is remembered (by its digest) until it expires,
+    so a client that sends one token for many calls pays for one signature check."""
+
+    def __init__(
+        self,
+        policies: Policies,
+        *,
+        audience: str,
+        algorithms: tuple[str, ...],
+        max_lifetime: int,
+        leeway: int,
+    ) -> None:
+        self._policies = policies
+        self._audience = audience
+        self._algorithms = algorithms
+        self._max_lifetime = max_lifetime
+        self._leeway = leeway
+        self._cache: dict[bytes, Principal] = {}
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("missing service token")
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._cache.get(digest)
+        now = time.time()
+        if cached is not None:
+            if now < cached.expires_at:
+                return cached
+            del self._cache[digest]
+        principal = self._verify(token, now)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[digest] = principal
+        return principal
+
+    def _verify(self, token: str, now: float) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise Unauthorized("malformed token") from None
+        subject = unverified.get("sub")
+        service = self._policies.service(subject) if isinstance(subject, str) else None
+        if service is None or service.public_key is None:
+            raise Unauthorized("unknown service")
+        if service.algorithm not in self._algorithms or header.get("alg") != service.algorithm:
+            raise Unauthorized("token algorithm not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key=service.public_key,
+                algorithms=[service.algorithm],
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS, "verify_signature": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("token audience not accepted") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"token lacks the {exc.claim} claim") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("token signature or claims invalid") from None
+        exp, iat = float(claims["exp"]), float(claims["iat"])
+        if exp - iat > self._max_lifetime:
+            raise Unauthorized("token lifetime exceeds the configured maximum")
+        if iat > now + self._leeway:
+            raise Unauthorized("token issued in the future")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise Unauthorized("token lacks the jti claim")
+        return Principal(service, jti, exp)

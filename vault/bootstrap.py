@@ -1,0 +1,159 @@
+"""First-run set-up for development and CI: token, PINs, schema, declared keys, dev credentials.
+
+Idempotent: a second run reuses the token, the keys and the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from vault import db
+from vault.config import Settings
+from vault.policy import load_policies
+
+log = logging.getLogger("vault.bootstrap")
+
+_SOFTHSM_CONF = """\
+# Written by hsm-vault bootstrap (development only).
+directories.tokendir = {tokendir}
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+"""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    path.chmod(0o600)
+
+
+def ensure_softhsm_config(settings: Settings) -> None:
+    conf = settings.softhsm_conf
+    tokendir = conf.parent / "softhsm" / "tokens"
+    tokendir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not conf.exists():
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(_SOFTHSM_CONF.format(tokendir=tokendir), encoding="utf-8")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+
+
+def ensure_pins(settings: Settings) -> None:
+    for path in (settings.so_pin_file, settings.pin_file):
+        if not path.exists() and not os.environ.get(
+            "VAULT_PIN" if path == settings.pin_file else "VAULT_SO_PIN"
+        ):
+            _write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
+
+
+def ensure_token(settings: Settings) -> bool:
+    import hsm  # noqa: PLC0415
+
+    if hsm.token_exists(settings.pkcs11_module, settings.token_label):
+        return False
+    hsm.init_token(
+        settings.pkcs11_module, settings.token_label, settings.so_pin(), settings.user_pin()
+    )
+    return True
+
+
+def mint_token(
+    private_key: ed25519.Ed25519PrivateKey, service: str, audience: str, lifetime: int
+) -> str:
+    now = int(time.time())
+    claims = {
+        "sub": service,
+        "aud": audience,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, private_key, algorithm="EdDSA")
+
+
+def dev_key_path(settings: Settings, service: str) -> Path:
+    return settings.var_dir / "dev-keys" / f"{service}.pem"
+
+
+def load_dev_key(settings: Settings, service: str) -> ed25519.Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(
+        dev_key_path(settings, service).read_bytes(), password=None
+    )
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise TypeError("dev service keys are Ed25519")
+    return key
+
+
+def ensure_dev_credentials(settings: Settings) -> list[str]:
+    """A key pair per dev service (private PKCS#8 PEM, public PEM) and a fresh token each."""
+    policies = load_policies(settings.policies_dir, settings.var_dir, require_keys=False)
+    written = []
+    for service in policies.dev_services:
+        private_path = dev_key_path(settings, service)
+        if not private_path.exists():
+            key = ed25519.Ed25519PrivateKey.generate()
+            _write_private(
+                private_path,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            )
+            private_path.with_suffix(".pub.pem").write_bytes(
+                key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+        token = mint_token(
+            load_dev_key(settings, service),
+            service,
+            settings.jwt_audience,
+            settings.dev_token_lifetime,
+        )
+        _write_private(settings.var_dir / "dev-tokens" / f"{service}.jwt", token.encode())
+        written.append(service)
+    return written
+
+
+def bootstrap(settings: Settings) -> None:
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    ensure_softhsm_config(settings)
+    ensure_pins(settings)
+    if ensure_token(settings):
+        log.info("initialized HSM token %r", settings.token_label)
+    engine = db.make_engine(settings.database_url)
+    try:
+        db.migrate(engine)
+    finally:
+        engine.dispose()
+    ensure_dev_credentials(settings)
+    create_declared_keys(settings)
+
+
+def create_declared_keys(settings: Settings) -> list[str]:
+    from vault.runtime import Runtime  # noqa: PLC0415
+
+    runtime = Runtime.start(settings)
+    created = []
+    try:
+        for declared in runtime.policies.keys.values():
+            _, new = runtime.registry.create_sync(
+                declared.name, declared.type, declared.auto_rotate_period
+            )
+            if new:
+                created.append(declared.name)
+    finally:
+        runtime.close()
+    return created

@@ -1,0 +1,58 @@
+"""The key types a caller can ask for, and the HSM objects each version of one is made of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vault.errors import BadRequest
+from vault.hsm import KeySpec
+
+
+@dataclass(frozen=True, slots=True)
+class KeyType:
+    name: str
+    # (role, spec) for every HSM object of one version; the role suffixes the version's CKA_ID.
+    objects: tuple[tuple[str, KeySpec], ...]
+    encryption: bool = False
+    signing: bool = False
+    hmac: bool = False
+    otp: bool = False
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.objects[0][1].asymmetric
+
+    @property
+    def spec(self) -> KeySpec:
+        return self.objects[0][1]
+
+
+KEY_TYPES: dict[str, KeyType] = {
+    t.name: t
+    for t in (
+        KeyType("aes256-gcm96", (("", KeySpec.AES256),), encryption=True),
+        KeyType("hmac", (("", KeySpec.HMAC256),), hmac=True),
+        KeyType("ecdsa-p256", (("", KeySpec.EC_P256),), signing=True),
+        KeyType("ed25519", (("", KeySpec.ED25519),), signing=True),
+        KeyType("rsa-3072", (("", KeySpec.RSA3072),), signing=True),
+        # An OTP seed is wrapped (AES key wrap with padding) by "wrap" and bound to its
+        # token by an HMAC under "bind": AES-KW has no associated data of its own.
+        KeyType("otp-seed", (("wrap", KeySpec.AES256), ("bind", KeySpec.HMAC256)), otp=True),
+    )
+}
+
+
+def key_type(name: str) -> KeyType:
+    try:
+        return KEY_TYPES[name]
+    except KeyError:
+        raise BadRequest(f"unknown key type {name!r}") from None
+
+
+def object_id(hsm_id: bytes, role: str) -> bytes:
+    return hsm_id + role.encode() if role else hsm_id
+
+
+def object_label(key_name: str, version: int, role: str) -> str:
+    label = f"vault:{key_name}:v{version}"
+    return f"{label}:{role}" if role else label

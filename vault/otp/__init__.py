@@ -1,0 +1,47 @@
+"""One-time passwords without seeds on the host: HOTP (RFC 4226), TOTP (RFC 6238), OCRA (RFC 6287).
+
+The HSM computes every HMAC with a seed it never reveals; this package plans the messages to
+MAC (``plan_hotp``, ``plan_totp``, ``plan_ocra``) and matches the HSM's MACs to a submitted
+code (``match``). Importing PSKC token files (RFC 6030) lives in :mod:`vault.otp.pskc`.
+"""
+
+from __future__ import annotations
+
+from vault.otp._errors import OtpInputError
+from vault.otp._hotp import counter_message, truncate
+from vault.otp._ocra import OcraSuite, QuestionFormat, ocra_message
+from vault.otp._plan import (
+    ALGORITHMS,
+    MAX_HOTP_WINDOW,
+    MAX_PERIOD,
+    MAX_TOTP_WINDOW,
+    Candidate,
+    OtpKind,
+    VerifyPlan,
+    match,
+    plan_hotp,
+    plan_ocra,
+    plan_totp,
+)
+from vault.otp._totp import time_step
+
+__all__ = [
+    "ALGORITHMS",
+    "MAX_HOTP_WINDOW",
+    "MAX_PERIOD",
+    "MAX_TOTP_WINDOW",
+    "Candidate",
+    "OcraSuite",
+    "OtpInputError",
+    "OtpKind",
+    "QuestionFormat",
+    "VerifyPlan",
+    "counter_message",
+    "match",
+    "ocra_message",
+    "plan_hotp",
+    "plan_ocra",
+    "plan_totp",
+    "time_step",
+    "truncate",
+]

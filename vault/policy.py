@@ -1,0 +1,253 @@
+"""Who may do what: services, their public keys and grants, and the keys that must exist.
+
+Deny by default: a request is allowed only when one of the calling service's grants names
+the operation and a pattern matching the key. Files are TOML under ``policies/``; an error
+stops the service at start with the file and the problem.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from vault.errors import ConfigError
+from vault.keys import KEY_NAME
+from vault.keytypes import KEY_TYPES
+
+# Operations a grant can name. "otp:*", "transit:*" and "*" are shorthands.
+TRANSIT_KEY_ADMIN = frozenset({"create", "read", "list", "rotate", "config", "delete"})
+TRANSIT_USE = frozenset(
+    {
+        "encrypt",
+        "decrypt",
+        "rewrap",
+        "datakey:plaintext",
+        "datakey:wrapped",
+        "sign",
+        "verify",
+        "hmac",
+        "random",
+        "digest",
+    }
+)
+OTP_OPERATIONS = frozenset({"otp:create", "otp:import", "otp:verify"})
+SEAL_OPERATIONS = frozenset({"seal", "open"})
+OPERATIONS = TRANSIT_KEY_ADMIN | TRANSIT_USE | OTP_OPERATIONS | SEAL_OPERATIONS
+_SHORTHANDS = {
+    "*": OPERATIONS,
+    "transit:*": TRANSIT_KEY_ADMIN | TRANSIT_USE,
+    "otp:*": OTP_OPERATIONS,
+    "datakey": frozenset({"datakey:plaintext", "datakey:wrapped"}),
+    "configure": frozenset({"config"}),
+}
+
+# The JWS algorithm each kind of service key signs with (RFC 8037, RFC 7518 §3.4).
+_ALGORITHM_FOR_KEY = {ed25519.Ed25519PublicKey: "EdDSA", ec.EllipticCurvePublicKey: "ES256"}
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    keys: tuple[str, ...]
+    operations: frozenset[str]
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - grants live as long as the process
+    def allows(self, operation: str, key: str | None) -> bool:
+        if operation not in self.operations:
+            return False
+        if key is None:
+            return True
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    public_key: Any
+    algorithm: str
+    grants: tuple[Grant, ...]
+    dev: bool = False
+
+    def allows(self, operation: str, key: str | None) -> bool:
+        return any(g.allows(operation, key) for g in self.grants)
+
+    def may_see(self, key: str) -> bool:
+        return any(any(fnmatch.fnmatchcase(key, p) for p in g.keys) for g in self.grants)
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredKey:
+    name: str
+    type: str
+    auto_rotate_period: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    name: str
+    public_key_pem: bytes
+    signing_key: str  # our key that signs what we seal to this partner
+    decryption_key: str  # our key the partner encrypts to
+
+
+@dataclass(slots=True)
+class Policies:
+    services: dict[str, Service] = field(default_factory=dict)
+    keys: dict[str, DeclaredKey] = field(default_factory=dict)
+    partners: dict[str, Partner] = field(default_factory=dict)
+    dev_services: tuple[str, ...] = ()
+
+    def service(self, name: str) -> Service | None:
+        return self.services.get(name)
+
+
+class _PolicyFileError(Exception):
+    pass
+
+
+def load_policies(directory: Path, var_dir: Path, *, require_keys: bool = True) -> Policies:
+    """Read every ``*.toml`` under ``directory``. Any problem is a ``ConfigError`` naming it."""
+    policies = Policies()
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise ConfigError(f"no policy files in {directory}")
+    dev: list[str] = []
+    for path in files:
+        try:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        try:
+            _merge(policies, doc, var_dir, require_keys, dev)
+        except _PolicyFileError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    policies.dev_services = tuple(dev)
+    return policies
+
+
+def _merge(
+    policies: Policies, doc: dict[str, Any], var_dir: Path, require_keys: bool, dev: list[str]
+) -> None:
+    unknown = set(doc) - {"services", "keys", "partners"}
+    if unknown:
+        raise _PolicyFileError(f"unknown section(s) {sorted(unknown)}")
+    for name, spec in _table(doc, "keys").items():
+        policies.keys[name] = _declared_key(name, spec)
+    for name, spec in _table(doc, "services").items():
+        if name in policies.services:
+            raise _PolicyFileError(f"service {name!r} is declared twice")
+        service = _service(name, spec, var_dir, require_keys)
+        policies.services[name] = service
+        if service.dev:
+            dev.append(name)
+    for name, spec in _table(doc, "partners").items():
+        policies.partners[name] = _partner(name, spec, var_dir)
+
+
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise _PolicyFileError(f"[{name}] must be a table")
+    return value
+
+
+def _declared_key(name: str, spec: Any) -> DeclaredKey:
+    if not isinstance(spec, dict) or not KEY_NAME.fullmatch(name):
+        raise _PolicyFileError(f"key {name!r}: bad name or not a table")
+    extra = set(spec) - {"type", "auto_rotate_period"}
+    if extra:
+        raise _PolicyFileError(f"key {name!r}: unknown field(s) {sorted(extra)}")
+    kind = spec.get("type")
+    if kind not in KEY_TYPES:
+        raise _PolicyFileError(f"key {name!r}: type must be one of {sorted(KEY_TYPES)}")
+    period = spec.get("auto_rotate_period", 0)
+    if not isinstance(period, int) or period < 0:
+        raise _PolicyFileError(f"key {name!r}: auto_rotate_period must be seconds >= 0")
+    return DeclaredKey(name, kind, period)
+
+
+def _expand(operations: Iterable[Any], where: str) -> frozenset[str]:
+    result: set[str] = set()
+    for op in operations:
+        if not isinstance(op, str):
+            raise _PolicyFileError(f"{where}: operations must be strings")
+        if op in _SHORTHANDS:
+            result |= _SHORTHANDS[op]
+        elif op in OPERATIONS:
+            result.add(op)
+        else:
+            raise _PolicyFileError(f"{where}: unknown operation {op!r}")
+    return frozenset(result)
+
+
+def _service(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Service:
+    if not isinstance(spec, dict):
+        raise _PolicyFileError(f"service {name!r} must be a table")
+    extra = set(spec) - {"public_key", "public_key_file", "grants", "dev"}
+    if extra:
+        raise _PolicyFileError(f"service {name!r}: unknown field(s) {sorted(extra)}")
+    grants = []
+    for i, g in enumerate(spec.get("grants", [])):
+        where = f"service {name!r} grant {i + 1}"
+        if not isinstance(g, dict) or set(g) - {"keys", "operations"}:
+            raise _PolicyFileError(f"{where}: needs exactly 'keys' and 'operations'")
+        keys = g.get("keys", [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise _PolicyFileError(f"{where}: keys must be a list of names or patterns")
+        grants.append(Grant(tuple(keys), _expand(g.get("operations", []), where)))
+    public_key, algorithm = _public_key(name, spec, var_dir, require_keys)
+    return Service(name, public_key, algorithm, tuple(grants), bool(spec.get("dev", False)))
+
+
+def _read_pem(spec: dict[str, Any], var_dir: Path, what: str, required: bool) -> bytes | None:
+    if "public_key" in spec:
+        return str(spec["public_key"]).encode()
+    path_text = spec.get("public_key_file")
+    if not isinstance(path_text, str):
+        raise _PolicyFileError(f"{what}: needs public_key or public_key_file")
+    path = Path(path_text.replace("{var}", str(var_dir)))
+    try:
+        return path.read_bytes()
+    except OSError:
+        if required:
+            raise _PolicyFileError(f"{what}: cannot read {path}") from None
+        return None
+
+
+def _public_key(name: str, spec: dict[str, Any], var_dir: Path, required: bool) -> tuple[Any, str]:
+    pem = _read_pem(spec, var_dir, f"service {name!r}", required and not spec.get("dev", False))
+    if pem is None:
+        return None, ""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise _PolicyFileError(f"service {name!r}: public key is not a PEM public key") from None
+    for cls, alg in _ALGORITHM_FOR_KEY.items():
+        if isinstance(key, cls):
+            if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(
+                key.curve, ec.SECP256R1
+            ):
+                break
+            return key, alg
+    raise _PolicyFileError(f"service {name!r}: public key must be Ed25519 or EC P-256")
+
+
+def _partner(name: str, spec: Any, var_dir: Path) -> Partner:
+    if not isinstance(spec, dict):
+        raise _PolicyFileError(f"partner {name!r} must be a table")
+    extra = set(spec) - {"public_key", "public_key_file", "signing_key", "decryption_key"}
+    if extra:
+        raise _PolicyFileError(f"partner {name!r}: unknown field(s) {sorted(extra)}")
+    pem = _read_pem(spec, var_dir, f"partner {name!r}", required=False) or b""
+    signing, decryption = spec.get("signing_key"), spec.get("decryption_key")
+    if not isinstance(signing, str) or not isinstance(decryption, str):
+        raise _PolicyFileError(f"partner {name!r}: needs signing_key and decryption_key")
+    return Partner(name, pem, signing, decryption)

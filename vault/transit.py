@@ -1,0 +1,160 @@
+"""Transit operations on keys: encrypt, decrypt, rewrap, data keys, random bytes.
+
+Batches keep their order and fail item by item; the HSM work of a whole call is one job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vault.envelope import (
+    DATAKEY_BITS,
+    EncryptItem,
+    Envelope,
+    ParsedCiphertext,
+    parse,
+)
+from vault.errors import BadRequest, InvalidCiphertext, VaultError
+from vault.hsm import Hsm, HsmOps
+from vault.keys import Key, KeyRegistry
+
+MAX_RANDOM_BYTES = 1024 * 1024  # Vault's own ceiling for /transit/random
+
+
+@dataclass(frozen=True, slots=True)
+class Encrypted:
+    ciphertext: str
+    key_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    ciphertext: str
+    key_version: int
+    plaintext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptItem:
+    ciphertext: str
+    associated_data: bytes
+
+
+def _require(key: Key, what: str) -> None:
+    if not key.type.encryption:
+        raise BadRequest(f"key type {key.type.name} does not support {what}")
+
+
+class Transit:
+    def __init__(self, registry: KeyRegistry, hsm: Hsm, envelope: Envelope) -> None:
+        self.registry = registry
+        self.hsm = hsm
+        self.envelope = envelope
+
+    async def encrypt(
+        self, name: str, items: Sequence[EncryptItem | VaultError], key_version: int | None = None
+    ) -> list[Encrypted | VaultError]:
+        key = await self.registry.get(name)
+        _require(key, "encryption")
+        version = key.for_encryption(key_version)
+        good = [i for i in items if isinstance(i, EncryptItem)]
+        if not good:
+            return list(items)  # type: ignore[arg-type]
+        _, wrapped = await self.hsm.run(self.envelope.wrap_job(key, version, len(good)))
+        out: list[Encrypted | VaultError] = []
+        it = iter(wrapped)
+        for item in items:
+            if isinstance(item, VaultError):
+                out.append(item)
+                continue
+            dek, nonce, wrapped_dek = next(it)
+            out.append(
+                Encrypted(
+                    Envelope.seal(key, version, dek, nonce, wrapped_dek, item), version.version
+                )
+            )
+        return out
+
+    async def _unwrap(
+        self, key: Key, items: Sequence[DecryptItem | VaultError]
+    ) -> list[tuple[ParsedCiphertext, bytes] | VaultError]:
+        parsed: list[ParsedCiphertext | None] = []
+        errors: list[VaultError | None] = []
+        for item in items:
+            if isinstance(item, VaultError):
+                parsed.append(None)
+                errors.append(item)
+                continue
+            try:
+                parsed.append(parse(item.ciphertext))
+                errors.append(None)
+            except VaultError as exc:
+                parsed.append(None)
+                errors.append(exc)
+        deks = await self.hsm.run(Envelope.unwrap_job(key, parsed))
+        out: list[tuple[ParsedCiphertext, bytes] | VaultError] = []
+        for p, dek, err in zip(parsed, deks, errors, strict=True):
+            if err is not None:
+                out.append(err)
+            elif isinstance(dek, VaultError):
+                out.append(dek)
+            elif p is None or not isinstance(dek, bytes):
+                out.append(InvalidCiphertext())
+            else:
+                out.append((p, dek))
+        return out
+
+    async def decrypt(
+        self, name: str, items: Sequence[DecryptItem | VaultError]
+    ) -> list[bytes | VaultError]:
+        key = await self.registry.get(name)
+        _require(key, "decryption")
+        out: list[bytes | VaultError] = []
+        for item, unwrapped in zip(items, await self._unwrap(key, items), strict=True):
+            if isinstance(unwrapped, VaultError):
+                out.append(unwrapped)
+                continue
+            assert isinstance(item, DecryptItem)
+            try:
+                out.append(Envelope.open(key, unwrapped[0], unwrapped[1], item.associated_data))
+            except VaultError as exc:
+                out.append(exc)
+        return out
+
+    async def rewrap(
+        self, name: str, items: Sequence[DecryptItem | VaultError], key_version: int | None = None
+    ) -> list[Encrypted | VaultError]:
+        plaintexts = await self.decrypt(name, items)
+        again: list[EncryptItem | VaultError] = []
+        for item, plain in zip(items, plaintexts, strict=True):
+            if isinstance(plain, VaultError):
+                again.append(plain)
+            else:
+                assert isinstance(item, DecryptItem)
+                again.append(EncryptItem(plain, item.associated_data))
+        return await self.encrypt(name, again, key_version)
+
+    async def datakey(
+        self, name: str, bits: int, associated_data: bytes, key_version: int | None = None
+    ) -> DataKey:
+        if bits not in DATAKEY_BITS:
+            raise BadRequest("bits must be 128, 256 or 512")
+        key = await self.registry.get(name)
+        _require(key, "data keys")
+        version = key.for_encryption(key_version)
+        plaintext, wrapped = await self.hsm.run(self.envelope.wrap_job(key, version, 1, bits // 8))
+        dek, nonce, wrapped_dek = wrapped[0]
+        item = EncryptItem(plaintext, associated_data)
+        return DataKey(
+            Envelope.seal(key, version, dek, nonce, wrapped_dek, item), version.version, plaintext
+        )
+
+    async def random(self, length: int) -> bytes:
+        if not 1 <= length <= MAX_RANDOM_BYTES:
+            raise BadRequest(f"bytes must be between 1 and {MAX_RANDOM_BYTES}")
+
+        def job(ops: HsmOps) -> bytes:
+            return ops.random(length)
+
+        return await self.hsm.run(job)
