@@ -107,12 +107,13 @@ def _list_method(app: ASGIApp) -> ASGIApp:
     """Vault clients send ``LIST /v1/...``; it is ``GET ...?list=true``."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "LIST":
-            scope = dict(scope)  # type: ignore[assignment]
-            scope["method"] = "GET"  # type: ignore[typeddict-unknown-key]
-            query = scope.get("query_string", b"")
-            scope["query_string"] = (query + b"&" if query else b"") + b"list=true"  # type: ignore[typeddict-unknown-key]
-        await app(scope, receive, send)
+        raw: dict[str, Any] = scope  # type: ignore[assignment]
+        if raw["type"] == "http" and raw.get("method") == "LIST":
+            raw = dict(raw)
+            raw["method"] = "GET"
+            query = raw.get("query_string", b"")
+            raw["query_string"] = (query + b"&" if query else b"") + b"list=true"
+        await app(raw, receive, send)  # type: ignore[arg-type]
 
     return wrapped
 

@@ -50,6 +50,7 @@ class EncryptBody(Struct, kw_only=True):
     key_version: Version | None = None
     type: str | None = None
     batch_input: list[BatchItem] | None = None
+    partial_failure_response_code: int | None = None
 
 
 class DataKeyBody(Struct, kw_only=True):

@@ -12,12 +12,13 @@ from litestar.types import ASGIApp
 from api.responses import JsonResponse, ok
 from api.schemas import BatchItem, ConfigKey, CreateKey, DataKeyBody, EncryptBody, RandomBody
 from api.security import OPERATION, principal
-from vault.envelope import b64decode, b64encode
-from vault.errors import BadRequest, VaultError
+from vault.envelope import EncryptItem, b64decode, b64encode
+from vault.errors import BadRequest, NotFound, VaultError
 from vault.hsm import HsmOps
 from vault.keys import Key, validate_name
+from vault.keytypes import key_type
 from vault.runtime import Runtime
-from vault.transit import DecryptItem, Encrypted, EncryptItem
+from vault.transit import DecryptItem, Encrypted
 
 _EMPTY = b""
 
@@ -45,60 +46,76 @@ def _period(value: int | str | None) -> int | None:
         raise BadRequest("auto_rotate_period must be seconds or a duration like '24h'") from None
 
 
+_ASYMMETRIC_NAMES = {"ecdsa-p256": "P-256", "ed25519": "ed25519", "rsa-3072": "rsa-3072"}
+
+
 async def key_view(rt: Runtime, key: Key) -> dict[str, Any]:
+    """Vault's key info. Only versions that can still decrypt (or verify) are listed."""
     kind = key.type
-    versions: dict[str, Any]
+    live = {n: v for n, v in sorted(key.versions.items()) if n >= key.min_decryption_version}
+    view: dict[str, Any] = {
+        "allow_plaintext_backup": False,
+        "auto_rotate_period": key.auto_rotate_period,
+        "deletion_allowed": key.deletion_allowed,
+        "derived": False,
+        "exportable": False,
+        "imported_key": False,
+    }
     if kind.asymmetric:
-        ids = {v.version: v.object_id() for v in key.versions.values()}
+        ids = {n: v.object_id() for n, v in live.items()}
 
         def job(ops: HsmOps) -> dict[int, bytes]:
             return {n: ops.public_key_der(i) for n, i in ids.items()}
 
         ders = await rt.hsm.run(job)
-        versions = {}
-        for n, v in sorted(key.versions.items()):
-            pem = serialization.load_der_public_key(ders[n]).public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            versions[str(n)] = {
-                "public_key": pem.decode(),
+        view["keys"] = {
+            str(n): {
+                "certificate_chain": "",
                 "creation_time": _rfc3339(v.created_at),
-                "name": kind.name,
+                "name": _ASYMMETRIC_NAMES[kind.name],
+                "public_key": serialization.load_der_public_key(ders[n])
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                .decode(),
             }
+            for n, v in live.items()
+        }
+    elif kind.hmac:
+        view["key_size"] = 32
     else:
-        versions = {str(n): int(v.created_at) for n, v in sorted(key.versions.items())}
-    return {
-        "name": key.name,
-        "type": kind.name,
-        "keys": versions,
-        "latest_version": key.latest_version,
-        "min_available_version": 0,
-        "min_decryption_version": key.min_decryption_version,
-        "min_encryption_version": key.min_encryption_version,
-        "deletion_allowed": key.deletion_allowed,
-        "exportable": False,
-        "allow_plaintext_backup": False,
-        "auto_rotate_period": key.auto_rotate_period,
-        "derived": False,
-        "imported_key": False,
-        "supports_encryption": kind.encryption,
-        "supports_decryption": kind.encryption,
-        "supports_derivation": False,
-        "supports_signing": kind.signing,
-    }
+        view["keys"] = {str(n): int(v.created_at) for n, v in live.items()}
+    view.update(
+        {
+            "latest_version": key.latest_version,
+            "min_available_version": 0,
+            "min_decryption_version": key.min_decryption_version,
+            "min_encryption_version": key.min_encryption_version,
+            "name": key.name,
+            "supports_decryption": kind.encryption,
+            "supports_derivation": False,
+            "supports_encryption": kind.encryption,
+            "supports_signing": kind.signing,
+            "type": kind.name,
+        }
+    )
+    return view
 
 
 def _decoded(value: str | None, field: str) -> bytes:
     return _EMPTY if value is None else b64decode(value, field)
 
 
-def _encrypt_item(item: BatchItem | EncryptBody) -> EncryptItem | VaultError:
-    if item.plaintext is None:
+def _encrypt_item(item: BatchItem | EncryptBody, single: bool = False) -> EncryptItem | VaultError:
+    # Vault: a single request's ``"plaintext": null`` is the empty message; a batch item
+    # without plaintext is an error.
+    if item.plaintext is None and not single:
         return BadRequest("missing plaintext to encrypt")
     try:
         return EncryptItem(
-            b64decode(item.plaintext, "plaintext"),
+            _decoded(item.plaintext, "plaintext"),
             _decoded(item.associated_data, "associated_data"),
+            item.key_version,
         )
     except VaultError as exc:
         return exc
@@ -108,7 +125,9 @@ def _decrypt_item(item: BatchItem | EncryptBody) -> DecryptItem | VaultError:
     if not item.ciphertext:
         return BadRequest("missing ciphertext to decrypt")
     try:
-        return DecryptItem(item.ciphertext, _decoded(item.associated_data, "associated_data"))
+        return DecryptItem(
+            item.ciphertext, _decoded(item.associated_data, "associated_data"), item.key_version
+        )
     except VaultError as exc:
         return exc
 
@@ -123,16 +142,23 @@ def _batch(data: EncryptBody, max_items: int) -> list[BatchItem] | None:
     return data.batch_input
 
 
-def _batch_response(items: list[BatchItem], results: list[dict[str, Any]]) -> ASGIApp:
+def _batch_response(
+    items: list[BatchItem],
+    results: list[dict[str, Any]],
+    *,
+    failures_fail: bool,
+    partial: int | None = None,
+) -> ASGIApp:
+    """Vault's batch rules: ``reference`` always echoed; for encrypt and decrypt, any failed
+    item makes the reply 400 (or ``partial_failure_response_code`` when some succeeded)."""
+    failed = 0
     for item, result in zip(items, results, strict=True):
-        if item.reference is not None:
-            result["reference"] = item.reference
-    return ok({"batch_results": results}, status=_batch_status(results))
-
-
-def _batch_status(results: list[dict[str, Any]]) -> int:
-    # Vault: a batch in which every item failed is a 400; otherwise 200 with per-item errors.
-    return 400 if results and all("error" in r for r in results) else 200
+        result["reference"] = item.reference or ""
+        failed += "error" in result
+    status = 200
+    if failures_fail and failed:
+        status = partial if partial and failed < len(results) else 400
+    return ok({"batch_results": results}, status=status)
 
 
 def _single(result: Any) -> Any:
@@ -145,6 +171,26 @@ def _encrypted(result: Encrypted | VaultError) -> dict[str, Any]:
     if isinstance(result, VaultError):
         return {"error": str(result)}
     return {"ciphertext": result.ciphertext, "key_version": result.key_version}
+
+
+def _plaintext(result: bytes | VaultError) -> dict[str, Any]:
+    if isinstance(result, VaultError):
+        return {"plaintext": "", "error": str(result)}
+    return {"plaintext": b64encode(result)}
+
+
+async def _key_or_upsert(request: Request[Any, Any, Any], name: str, type_name: str | None) -> None:
+    """Vault creates a missing key on encrypt for a caller that may also create keys."""
+    rt = _runtime(request)
+    try:
+        await rt.registry.get(name)
+    except NotFound:
+        if not principal(request).service.allows("create", name):
+            raise
+        kind = type_name or "aes256-gcm96"
+        if not key_type(kind).encryption:
+            raise BadRequest(f"unknown key type {kind}") from None
+        await rt.registry.call(rt.registry.create_sync, name, kind)
 
 
 class TransitController(Controller):
@@ -220,13 +266,19 @@ class TransitController(Controller):
     ) -> ASGIApp:
         rt = _runtime(request)
         batch = _batch(data, rt.settings.max_batch_items)
+        await _key_or_upsert(request, name, data.type)
         if batch is None:
-            result = await rt.transit.encrypt(name, [_encrypt_item(data)], data.key_version)
+            item = _encrypt_item(data, single=True)
+            result = await rt.transit.encrypt(name, [item], data.key_version)
             return ok(_encrypted(_single(result[0])))
-        results = await rt.transit.encrypt(
-            name, [_encrypt_item(i) for i in batch], data.key_version
+        items = [_encrypt_item(i) for i in batch]
+        results = await rt.transit.encrypt(name, items, data.key_version)
+        return _batch_response(
+            batch,
+            [_encrypted(r) for r in results],
+            failures_fail=True,
+            partial=data.partial_failure_response_code,
         )
-        return _batch_response(batch, [_encrypted(r) for r in results])
 
     @post("/decrypt/{name:str}", opt={OPERATION: "decrypt"}, status_code=200)
     async def decrypt(
@@ -240,10 +292,9 @@ class TransitController(Controller):
         results = await rt.transit.decrypt(name, [_decrypt_item(i) for i in batch])
         return _batch_response(
             batch,
-            [
-                {"error": str(r)} if isinstance(r, VaultError) else {"plaintext": b64encode(r)}
-                for r in results
-            ],
+            [_plaintext(r) for r in results],
+            failures_fail=True,
+            partial=data.partial_failure_response_code,
         )
 
     @post("/rewrap/{name:str}", opt={OPERATION: "rewrap"}, status_code=200)
@@ -251,23 +302,24 @@ class TransitController(Controller):
         self, request: Request[Any, Any, Any], name: str, data: EncryptBody
     ) -> ASGIApp:
         rt = _runtime(request)
-        otp = rt.extras.get("otp")
         key = await rt.registry.get(name)
-        if key.type.otp and otp is not None:
-            return await otp.rewrap(request, name, data)  # type: ignore[attr-defined, no-any-return]
+        rewrapper = rt.extras.get("seed-rewrap")
+        if key.type.otp and callable(rewrapper):
+            return await rewrapper(request, name, data)  # type: ignore[no-any-return]
         batch = _batch(data, rt.settings.max_batch_items)
         if batch is None:
             result = await rt.transit.rewrap(name, [_decrypt_item(data)], data.key_version)
             return ok(_encrypted(_single(result[0])))
-        results = await rt.transit.rewrap(name, [_decrypt_item(i) for i in batch], data.key_version)
-        return _batch_response(batch, [_encrypted(r) for r in results])
+        items = [_decrypt_item(i) for i in batch]
+        results = await rt.transit.rewrap(name, items, data.key_version)
+        return _batch_response(batch, [_encrypted(r) for r in results], failures_fail=False)
 
     @post("/datakey/{kind:str}/{name:str}", opt={OPERATION: "datakey"}, status_code=200)
     async def datakey(
         self, request: Request[Any, Any, Any], kind: str, name: str, data: DataKeyBody | None = None
     ) -> ASGIApp:
         if kind not in ("plaintext", "wrapped"):
-            raise BadRequest("data key type must be 'plaintext' or 'wrapped'")
+            raise BadRequest("Invalid path, must be 'plaintext' or 'wrapped'")
         rt = _runtime(request)
         body = data or DataKeyBody()
         made = await rt.transit.datakey(
@@ -301,5 +353,7 @@ class TransitController(Controller):
         fmt = body.format or "base64"
         if fmt not in ("base64", "hex"):
             raise BadRequest("format must be 'base64' or 'hex'")
-        raw = await rt.transit.random(count or body.bytes or 32)
+        raw = await rt.transit.random(
+            count if count is not None else body.bytes if body.bytes is not None else 32
+        )
         return ok({"random_bytes": raw.hex() if fmt == "hex" else b64encode(raw)})

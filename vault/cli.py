@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from vault.config import Settings, load_settings
 from vault.errors import VaultError
+
+if TYPE_CHECKING:
+    from vault.runtime import Runtime
 
 
 def _settings() -> Settings:
@@ -109,7 +113,7 @@ def keys() -> None:
     """Manage keys directly on the HSM and the database (not through the API)."""
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+def _runtime() -> Runtime:
     from vault.runtime import Runtime  # noqa: PLC0415
 
     return Runtime.start(_settings())

@@ -19,7 +19,7 @@ import base64
 import binascii
 import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -124,6 +124,17 @@ def _assemble(version: int, nonce: bytes, wrapped: bytes, payload: bytes) -> str
 class EncryptItem:
     plaintext: bytes
     associated_data: bytes
+    key_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Wrapped:
+    """A data key drawn from the HSM and its wrapped form (the data key stays in memory
+    only for the one message it encrypts)."""
+
+    dek: bytes
+    nonce: bytes
+    wrapped: bytes
 
 
 class Envelope:
@@ -132,34 +143,37 @@ class Envelope:
     def __init__(self, nonces: NonceSequence) -> None:
         self._nonces = nonces
 
-    def wrap_job(self, key: Key, version: KeyVersion, count: int, extra_random: int = 0):  # type: ignore[no-untyped-def]
-        """A job that draws ``count`` data keys (and ``extra_random`` bytes) from the HSM and
-        wraps each under ``version``. Returns the job; running it gives
-        ``(extra, [(dek, nonce, wrapped), ...])``."""
-        ctx = context(key.name, version.version)
-        kek = version.object_id()
-        nonces = [self._nonces.next() for _ in range(count)]
+    def wrap_job(
+        self, key: Key, versions: Sequence[KeyVersion], extra_random: int = 0
+    ) -> Callable[[HsmOps], tuple[bytes, list[Wrapped]]]:
+        """A job that draws one data key per entry of ``versions`` (plus ``extra_random``
+        bytes) from the HSM and wraps each under its version."""
+        plan = [
+            (v.object_id(), self._nonces.next(), context(key.name, v.version)) for v in versions
+        ]
+        count = len(plan)
 
-        def job(ops: HsmOps) -> tuple[bytes, list[tuple[bytes, bytes, bytes]]]:
+        def job(ops: HsmOps) -> tuple[bytes, list[Wrapped]]:
             pool = ops.random(DEK_BYTES * count + extra_random)
             out = []
-            for i, nonce in enumerate(nonces):
+            for i, (kek, nonce, ctx) in enumerate(plan):
                 dek = pool[i * DEK_BYTES : (i + 1) * DEK_BYTES]
-                out.append((dek, nonce, ops.encrypt_gcm(kek, nonce, dek, ctx)))
+                out.append(Wrapped(dek, nonce, ops.encrypt_gcm(kek, nonce, dek, ctx)))
             return pool[DEK_BYTES * count :], out
 
         return job
 
     @staticmethod
-    def seal(
-        key: Key, version: KeyVersion, dek: bytes, nonce: bytes, wrapped: bytes, item: EncryptItem
-    ) -> str:
-        ctx = context(key.name, version.version)
-        payload = AESGCM(dek).encrypt(_PAYLOAD_NONCE, item.plaintext, ctx + item.associated_data)
-        return _assemble(version.version, nonce, wrapped, payload)
+    def seal(key: Key, version: int, wrapped: Wrapped, item: EncryptItem) -> str:
+        ctx = context(key.name, version)
+        aad = ctx + item.associated_data
+        payload = AESGCM(wrapped.dek).encrypt(_PAYLOAD_NONCE, item.plaintext, aad)
+        return _assemble(version, wrapped.nonce, wrapped.wrapped, payload)
 
     @staticmethod
-    def unwrap_job(key: Key, parsed: Sequence[ParsedCiphertext | None]):  # type: ignore[no-untyped-def]
+    def unwrap_job(
+        key: Key, parsed: Sequence[ParsedCiphertext | None]
+    ) -> Callable[[HsmOps], list[bytes | BaseException | None]]:
         """A job that unwraps the data key of each parsed ciphertext (``None`` entries and
         failures come back as the exception, so one bad item fails only itself)."""
         plan: list[tuple[bytes, bytes, bytes, bytes] | BaseException | None] = []

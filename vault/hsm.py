@@ -126,7 +126,10 @@ class HsmOps(Protocol):
 class Hsm(Protocol):
     """Runs jobs on the HSM thread."""
 
-    async def run(self, job: Callable[[HsmOps], T]) -> T: ...
+    async def run(self, job: Callable[[HsmOps], T], *, small: bool = True) -> T:
+        """Run ``job`` without blocking the event loop on a slow HSM. ``small=False`` marks a
+        job that makes many HSM calls (a batch): it always runs on the HSM thread."""
+        ...
 
     def run_sync(self, job: Callable[[HsmOps], T]) -> T: ...
 

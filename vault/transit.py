@@ -8,18 +8,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vault.envelope import (
-    DATAKEY_BITS,
-    EncryptItem,
-    Envelope,
-    ParsedCiphertext,
-    parse,
-)
+from vault.envelope import DATAKEY_BITS, EncryptItem, Envelope, ParsedCiphertext, parse
 from vault.errors import BadRequest, InvalidCiphertext, VaultError
 from vault.hsm import Hsm, HsmOps
-from vault.keys import Key, KeyRegistry
+from vault.keys import Key, KeyRegistry, KeyVersion
 
-MAX_RANDOM_BYTES = 1024 * 1024  # Vault's own ceiling for /transit/random
+MAX_RANDOM_BYTES = 131072  # Vault's own ceiling for /transit/random
+# Jobs of up to this many items may run inline on the event loop when the HSM is fast.
+_SMALL_JOB = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +35,7 @@ class DataKey:
 class DecryptItem:
     ciphertext: str
     associated_data: bytes
+    key_version: int | None = None  # for rewrap: the version to rewrap to
 
 
 def _require(key: Key, what: str) -> None:
@@ -55,25 +52,34 @@ class Transit:
     async def encrypt(
         self, name: str, items: Sequence[EncryptItem | VaultError], key_version: int | None = None
     ) -> list[Encrypted | VaultError]:
+        """Encrypt each item under its own fresh data key; ``key_version`` (or an item's own)
+        picks the wrapping version, the latest by default."""
         key = await self.registry.get(name)
         _require(key, "encryption")
-        version = key.for_encryption(key_version)
-        good = [i for i in items if isinstance(i, EncryptItem)]
-        if not good:
-            return list(items)  # type: ignore[arg-type]
-        _, wrapped = await self.hsm.run(self.envelope.wrap_job(key, version, len(good)))
-        out: list[Encrypted | VaultError] = []
-        it = iter(wrapped)
+        plan: list[KeyVersion | VaultError] = []
         for item in items:
             if isinstance(item, VaultError):
-                out.append(item)
+                plan.append(item)
                 continue
-            dek, nonce, wrapped_dek = next(it)
-            out.append(
-                Encrypted(
-                    Envelope.seal(key, version, dek, nonce, wrapped_dek, item), version.version
-                )
-            )
+            try:
+                wanted = item.key_version if item.key_version is not None else key_version
+                plan.append(key.for_encryption(wanted))
+            except VaultError as exc:
+                plan.append(exc)
+        versions = [v for v in plan if isinstance(v, KeyVersion)]
+        if not versions:
+            return [p for p in plan if isinstance(p, VaultError)]
+        job = self.envelope.wrap_job(key, versions)
+        _, wrapped = await self.hsm.run(job, small=len(versions) <= _SMALL_JOB)
+        out: list[Encrypted | VaultError] = []
+        it = iter(wrapped)
+        for item, version in zip(items, plan, strict=True):
+            if isinstance(version, VaultError):
+                out.append(version)
+                continue
+            assert isinstance(item, EncryptItem)
+            sealed = Envelope.seal(key, version.version, next(it), item)
+            out.append(Encrypted(sealed, version.version))
         return out
 
     async def _unwrap(
@@ -92,7 +98,7 @@ class Transit:
             except VaultError as exc:
                 parsed.append(None)
                 errors.append(exc)
-        deks = await self.hsm.run(Envelope.unwrap_job(key, parsed))
+        deks = await self.hsm.run(Envelope.unwrap_job(key, parsed), small=len(parsed) <= _SMALL_JOB)
         out: list[tuple[ParsedCiphertext, bytes] | VaultError] = []
         for p, dek, err in zip(parsed, deks, errors, strict=True):
             if err is not None:
@@ -132,23 +138,23 @@ class Transit:
                 again.append(plain)
             else:
                 assert isinstance(item, DecryptItem)
-                again.append(EncryptItem(plain, item.associated_data))
+                again.append(EncryptItem(plain, item.associated_data, item.key_version))
         return await self.encrypt(name, again, key_version)
 
     async def datakey(
         self, name: str, bits: int, associated_data: bytes, key_version: int | None = None
     ) -> DataKey:
         if bits not in DATAKEY_BITS:
-            raise BadRequest("bits must be 128, 256 or 512")
+            raise BadRequest("invalid bit length: bits must be 128, 256 or 512")
         key = await self.registry.get(name)
         _require(key, "data keys")
         version = key.for_encryption(key_version)
-        plaintext, wrapped = await self.hsm.run(self.envelope.wrap_job(key, version, 1, bits // 8))
-        dek, nonce, wrapped_dek = wrapped[0]
-        item = EncryptItem(plaintext, associated_data)
-        return DataKey(
-            Envelope.seal(key, version, dek, nonce, wrapped_dek, item), version.version, plaintext
+        job = self.envelope.wrap_job(key, [version], bits // 8)
+        plaintext, wrapped = await self.hsm.run(job)
+        sealed = Envelope.seal(
+            key, version.version, wrapped[0], EncryptItem(plaintext, associated_data)
         )
+        return DataKey(sealed, version.version, plaintext)
 
     async def random(self, length: int) -> bytes:
         if not 1 <= length <= MAX_RANDOM_BYTES:
