@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import text
 
+from api.otp import OtpController
 from api.responses import error
 from api.security import OPENAPI_PATH, PUBLIC, authorize
 from api.transit import TransitController
@@ -118,9 +119,10 @@ def _list_method(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
-def create_app(
+def create_litestar(
     settings: Settings | None = None, runtime_factory: Callable[[Settings], Runtime] | None = None
-) -> ASGIApp:
+) -> Litestar:
+    """The Litestar app; each worker process builds its own runtime (HSM session, pools)."""
     settings = settings or load_settings()
     factory = runtime_factory or Runtime.start
 
@@ -133,7 +135,7 @@ def create_app(
             app.state.runtime.close()
 
     config = AppConfig(
-        route_handlers=[TransitController, health, metrics],
+        route_handlers=[TransitController, OtpController, health, metrics],
         before_request=authorize,
         exception_handlers={
             VaultError: _vault_error,
@@ -146,7 +148,13 @@ def create_app(
         debug=False,
         logging_config=None,
     )
-    return _list_method(Litestar.from_config(config))
+    return Litestar.from_config(config)
+
+
+def create_app(
+    settings: Settings | None = None, runtime_factory: Callable[[Settings], Runtime] | None = None
+) -> ASGIApp:
+    return _list_method(create_litestar(settings, runtime_factory))
 
 
 def create_default_app() -> ASGIApp:

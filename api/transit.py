@@ -7,6 +7,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from litestar import Controller, Request, delete, get, post
+from litestar.params import FromPath, JSONBody
 from litestar.types import ASGIApp
 
 from api.responses import JsonResponse, ok
@@ -23,9 +24,12 @@ from vault.transit import DecryptItem, Encrypted
 _EMPTY = b""
 
 
-def _runtime(request: Request[Any, Any, Any]) -> Runtime:
+def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+_runtime = runtime_of
 
 
 def _rfc3339(ts: float) -> str:
@@ -193,12 +197,38 @@ async def _key_or_upsert(request: Request[Any, Any, Any], name: str, type_name: 
         await rt.registry.call(rt.registry.create_sync, name, kind)
 
 
+async def _rewrap_seeds(
+    rt: Runtime, name: str, data: EncryptBody, batch: list[BatchItem] | None
+) -> ASGIApp:
+    """``rewrap`` on an ``otp-seed`` key moves encrypted seeds to the latest version."""
+
+    async def one(ciphertext: str | None, version: int | None) -> dict[str, Any]:
+        if not ciphertext:
+            raise BadRequest("missing ciphertext to decrypt")
+        blob, new_version = await rt.otp.rewrap(name, ciphertext, version)
+        return {"ciphertext": blob, "key_version": new_version}
+
+    if batch is None:
+        return ok(await one(data.ciphertext, data.key_version))
+    results = []
+    for item in batch:
+        try:
+            version = item.key_version if item.key_version is not None else data.key_version
+            results.append(await one(item.ciphertext, version))
+        except VaultError as exc:
+            results.append({"error": str(exc)})
+    return _batch_response(batch, results, failures_fail=False)
+
+
 class TransitController(Controller):
     path = "/v1/transit"
 
     @post("/keys/{name:str}", opt={OPERATION: "create"}, status_code=200)
     async def create_key(
-        self, request: Request[Any, Any, Any], name: str, data: CreateKey | None = None
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        data: JSONBody[CreateKey | None] = None,
     ) -> ASGIApp:
         rt = _runtime(request)
         body = data or CreateKey()
@@ -216,7 +246,7 @@ class TransitController(Controller):
         return ok(await key_view(rt, key))
 
     @get("/keys/{name:str}", opt={OPERATION: "read"})
-    async def read_key(self, request: Request[Any, Any, Any], name: str) -> ASGIApp:
+    async def read_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
         rt = _runtime(request)
         rt.registry.invalidate(name)
         return ok(await key_view(rt, await rt.registry.get(name)))
@@ -231,14 +261,17 @@ class TransitController(Controller):
         return ok({"keys": names})
 
     @post("/keys/{name:str}/rotate", opt={OPERATION: "rotate"}, status_code=200)
-    async def rotate_key(self, request: Request[Any, Any, Any], name: str) -> ASGIApp:
+    async def rotate_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
         rt = _runtime(request)
         key = await rt.registry.call(rt.registry.rotate_sync, name)
         return ok(await key_view(rt, key))
 
     @post("/keys/{name:str}/config", opt={OPERATION: "config"}, status_code=200)
     async def configure_key(
-        self, request: Request[Any, Any, Any], name: str, data: ConfigKey | None = None
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        data: JSONBody[ConfigKey | None] = None,
     ) -> ASGIApp:
         rt = _runtime(request)
         body = data or ConfigKey()
@@ -255,14 +288,14 @@ class TransitController(Controller):
         return ok(await key_view(rt, key))
 
     @delete("/keys/{name:str}", opt={OPERATION: "delete"}, status_code=200)
-    async def delete_key(self, request: Request[Any, Any, Any], name: str) -> ASGIApp:
+    async def delete_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
         rt = _runtime(request)
         await rt.registry.call(rt.registry.delete_sync, name)
         return ok(None)
 
     @post("/encrypt/{name:str}", opt={OPERATION: "encrypt"}, status_code=200)
     async def encrypt(
-        self, request: Request[Any, Any, Any], name: str, data: EncryptBody
+        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
     ) -> ASGIApp:
         rt = _runtime(request)
         batch = _batch(data, rt.settings.max_batch_items)
@@ -282,7 +315,7 @@ class TransitController(Controller):
 
     @post("/decrypt/{name:str}", opt={OPERATION: "decrypt"}, status_code=200)
     async def decrypt(
-        self, request: Request[Any, Any, Any], name: str, data: EncryptBody
+        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
     ) -> ASGIApp:
         rt = _runtime(request)
         batch = _batch(data, rt.settings.max_batch_items)
@@ -299,14 +332,13 @@ class TransitController(Controller):
 
     @post("/rewrap/{name:str}", opt={OPERATION: "rewrap"}, status_code=200)
     async def rewrap(
-        self, request: Request[Any, Any, Any], name: str, data: EncryptBody
+        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
     ) -> ASGIApp:
         rt = _runtime(request)
         key = await rt.registry.get(name)
-        rewrapper = rt.extras.get("seed-rewrap")
-        if key.type.otp and callable(rewrapper):
-            return await rewrapper(request, name, data)  # type: ignore[no-any-return]
         batch = _batch(data, rt.settings.max_batch_items)
+        if key.type.otp:
+            return await _rewrap_seeds(rt, name, data, batch)
         if batch is None:
             result = await rt.transit.rewrap(name, [_decrypt_item(data)], data.key_version)
             return ok(_encrypted(_single(result[0])))
@@ -316,7 +348,11 @@ class TransitController(Controller):
 
     @post("/datakey/{kind:str}/{name:str}", opt={OPERATION: "datakey"}, status_code=200)
     async def datakey(
-        self, request: Request[Any, Any, Any], kind: str, name: str, data: DataKeyBody | None = None
+        self,
+        request: Request[Any, Any, Any],
+        kind: FromPath[str],
+        name: FromPath[str],
+        data: JSONBody[DataKeyBody | None] = None,
     ) -> ASGIApp:
         if kind not in ("plaintext", "wrapped"):
             raise BadRequest("Invalid path, must be 'plaintext' or 'wrapped'")
@@ -341,9 +377,9 @@ class TransitController(Controller):
     async def random(
         self,
         request: Request[Any, Any, Any],
-        count: int | None = None,
-        source: str | None = None,
-        data: RandomBody | None = None,
+        count: FromPath[int | None] = None,
+        source: FromPath[str | None] = None,
+        data: JSONBody[RandomBody | None] = None,
     ) -> ASGIApp:
         rt = _runtime(request)
         body = data or RandomBody()

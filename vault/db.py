@@ -19,7 +19,6 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
 metadata = MetaData()
 
@@ -57,11 +56,11 @@ nonce_prefixes = Table(
     Column("owner", String(128), nullable=False),
 )
 
-# One row per OTP token binding: the last accepted position and the failure count.
+# One row per provisioned OTP seed: the last accepted position and the failure count.
 otp_ledger = Table(
     "otp_ledger",
     metadata,
-    Column("binding", LargeBinary(32), primary_key=True),
+    Column("seed_id", LargeBinary(32), primary_key=True),
     Column("key_name", String(128), nullable=False),
     Column("last_position", BigInteger, nullable=False, default=-1),
     Column("failures", Integer, nullable=False, default=0),
@@ -91,7 +90,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, poolclass=NullPool if ":memory:" not in url else None)
+        engine = create_engine(url, pool_size=8, max_overflow=8)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql://"):

@@ -103,6 +103,8 @@ class Policies:
     keys: dict[str, DeclaredKey] = field(default_factory=dict)
     partners: dict[str, Partner] = field(default_factory=dict)
     dev_services: tuple[str, ...] = ()
+    otp_max_failures: int = 5
+    otp_lockout_seconds: int = 300
 
     def service(self, name: str) -> Service | None:
         return self.services.get(name)
@@ -136,9 +138,18 @@ def load_policies(directory: Path, var_dir: Path, *, require_keys: bool = True) 
 def _merge(
     policies: Policies, doc: dict[str, Any], var_dir: Path, require_keys: bool, dev: list[str]
 ) -> None:
-    unknown = set(doc) - {"services", "keys", "partners"}
+    unknown = set(doc) - {"services", "keys", "partners", "otp"}
     if unknown:
         raise _PolicyFileError(f"unknown section(s) {sorted(unknown)}")
+    otp = _table(doc, "otp")
+    if set(otp) - {"max_failures", "lockout_seconds"}:
+        raise _PolicyFileError("[otp] takes only max_failures and lockout_seconds")
+    for field_name in ("max_failures", "lockout_seconds"):
+        if field_name in otp:
+            value = otp[field_name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise _PolicyFileError(f"[otp] {field_name} must be a positive integer")
+            setattr(policies, f"otp_{field_name}", value)
     for name, spec in _table(doc, "keys").items():
         policies.keys[name] = _declared_key(name, spec)
     for name, spec in _table(doc, "services").items():

@@ -19,6 +19,8 @@ from vault.envelope import Envelope, NonceSequence
 from vault.errors import StoreUnavailable
 from vault.hsm import Hsm
 from vault.keys import KeyRegistry
+from vault.otp.ledger import LockoutPolicy, ReplayLedger
+from vault.otp.service import OtpService
 from vault.policy import Policies, load_policies
 from vault.transit import Transit
 
@@ -56,6 +58,7 @@ class Runtime:
     policies: Policies
     registry: KeyRegistry
     transit: Transit
+    otp: OtpService
     authenticator: Authenticator
     extras: dict[str, object] = field(default_factory=dict)
 
@@ -80,6 +83,13 @@ class Runtime:
             policies=policies,
             registry=registry,
             transit=Transit(registry, the_hsm, envelope),
+            otp=OtpService(
+                registry,
+                the_hsm,
+                ReplayLedger(
+                    engine, LockoutPolicy(policies.otp_max_failures, policies.otp_lockout_seconds)
+                ),
+            ),
             authenticator=authenticator,
         )
 

@@ -44,7 +44,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "otp_ledger",
-        sa.Column("binding", sa.LargeBinary(32), primary_key=True),
+        sa.Column("seed_id", sa.LargeBinary(32), primary_key=True),
         sa.Column("key_name", sa.String(128), nullable=False),
         sa.Column("last_position", sa.BigInteger, nullable=False),
         sa.Column("failures", sa.Integer, nullable=False),

@@ -1,0 +1,195 @@
+"""``/v1/otp/...``: seed custody and verification for the token-management service."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from litestar import Controller, Request, post
+from litestar.params import FromPath, JSONBody
+from litestar.types import ASGIApp
+from msgspec import Meta, Struct
+
+from api.responses import ok
+from api.security import OPERATION
+from api.transit import runtime_of
+from vault.errors import BadRequest
+from vault.otp import OtpInputError
+from vault.otp.pskc import parse_pskc
+from vault.otp.seeds import TokenParams
+from vault.otp.service import TokenIdentity, VerifyInput, VerifyResult, token_params
+
+Ident = Annotated[str, Meta(max_length=1024)]
+
+
+class SeedBody(Struct, kw_only=True):
+    token_serial: Ident
+    app_id: Ident = ""
+    dfp_hash: Ident = ""
+    kind: str = "totp"
+    algorithm: str | None = None
+    digits: int | None = None
+    period: int | None = None
+    ocra_suite: str | None = None
+    issuer: Annotated[str, Meta(max_length=256)] | None = None
+    account_name: Annotated[str, Meta(max_length=256)] | None = None
+    device_public_key: Annotated[str, Meta(max_length=16384)] | None = None
+    seed_hex: Annotated[str, Meta(max_length=256)] | None = None
+    seed_base32: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class PskcBody(Struct, kw_only=True):
+    pskc: Annotated[str, Meta(max_length=4 * 1024 * 1024)]
+    preshared_key_hex: Annotated[str, Meta(max_length=128)] | None = None
+    app_id: Ident = ""
+    dfp_hash: Ident = ""
+
+
+class VerifyBody(Struct, kw_only=True):
+    encrypted_seed: Annotated[str, Meta(max_length=4096)]
+    token_serial: Ident
+    otp: Annotated[str, Meta(max_length=32)]
+    app_id: Ident = ""
+    dfp_hash: Ident = ""
+    challenge: Annotated[str, Meta(max_length=128)] | None = None
+    challenge2: Annotated[str, Meta(max_length=128)] | None = None
+    counter: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    window: Annotated[int, Meta(ge=0, le=100)] | None = None
+    password: Annotated[str, Meta(max_length=256)] | None = None
+    password_hash: Annotated[str, Meta(max_length=256)] | None = None
+    session_info_hex: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+def _identity(body: SeedBody | VerifyBody) -> TokenIdentity:
+    return TokenIdentity(body.token_serial, body.app_id, body.dfp_hash)
+
+
+def _params(body: SeedBody) -> TokenParams:
+    return token_params(body.kind, body.algorithm, body.digits, body.period, body.ocra_suite)
+
+
+def _seed(body: SeedBody) -> bytes:
+    if (body.seed_hex is None) == (body.seed_base32 is None):
+        raise OtpInputError("seed", "give exactly one of seed_hex or seed_base32")
+    try:
+        if body.seed_hex is not None:
+            return bytes.fromhex(body.seed_hex)
+        text = (body.seed_base32 or "").replace(" ", "").upper()
+        return base64.b32decode(text + "=" * (-len(text) % 8))
+    except (ValueError, binascii.Error):
+        raise OtpInputError(
+            "seed_hex" if body.seed_hex is not None else "seed_base32", "is not valid"
+        ) from None
+
+
+def _device_key(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    try:
+        if "BEGIN" in text:
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error):
+        raise OtpInputError("device_public_key", "is not a PEM or base64 DER public key") from None
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _verify_view(result: VerifyResult) -> dict[str, Any]:
+    view: dict[str, Any] = {"valid": result.valid}
+    for field in ("reason", "counter", "time_step", "next_counter", "drift"):
+        value = getattr(result, field)
+        if value is not None:
+            view[field] = value
+    return view
+
+
+class OtpController(Controller):
+    path = "/v1/otp"
+
+    @post("/seeds/{name:str}", opt={OPERATION: "otp:create"}, status_code=200)
+    async def create_seed(
+        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[SeedBody]
+    ) -> ASGIApp:
+        if data.seed_hex is not None or data.seed_base32 is not None:
+            raise BadRequest("a new seed is generated in the HSM; use .../import to bring one")
+        blob, provisioning = await runtime_of(request).otp.create(
+            name,
+            _identity(data),
+            _params(data),
+            device_public_key_der=_device_key(data.device_public_key),
+            issuer=data.issuer,
+            account=data.account_name,
+        )
+        return ok({"encrypted_seed": blob, "provisioning": provisioning})
+
+    @post("/seeds/{name:str}/import", opt={OPERATION: "otp:import"}, status_code=200)
+    async def import_seed(
+        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[SeedBody]
+    ) -> ASGIApp:
+        blob = await runtime_of(request).otp.import_seed(
+            name, _identity(data), _params(data), _seed(data)
+        )
+        return ok({"encrypted_seed": blob})
+
+    @post("/seeds/{name:str}/import-pskc", opt={OPERATION: "otp:import"}, status_code=200)
+    async def import_pskc(
+        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[PskcBody]
+    ) -> ASGIApp:
+        try:
+            psk = bytes.fromhex(data.preshared_key_hex) if data.preshared_key_hex else None
+        except ValueError:
+            raise OtpInputError("preshared_key_hex", "is not hexadecimal") from None
+        otp = runtime_of(request).otp
+        results = []
+        for entry in parse_pskc(data.pskc, preshared_key=psk):
+            serial = entry.serial or entry.key_id
+            params = token_params(
+                entry.kind.value,
+                entry.algorithm,
+                entry.digits,
+                entry.period,
+                entry.ocra_suite.text if entry.ocra_suite else None,
+            )
+            identity = TokenIdentity(serial, data.app_id, data.dfp_hash)
+            blob = await otp.import_seed(name, identity, params, entry.secret)
+            item: dict[str, Any] = {
+                "token_serial": serial,
+                "key_id": entry.key_id,
+                "kind": params.kind,
+            }
+            item["encrypted_seed"] = blob
+            if entry.counter is not None:
+                item["counter"] = entry.counter
+            results.append(item)
+        return ok({"tokens": results})
+
+    @post("/verify/{name:str}", opt={OPERATION: "otp:verify"}, status_code=200)
+    async def verify(
+        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[VerifyBody]
+    ) -> ASGIApp:
+        try:
+            session = bytes.fromhex(data.session_info_hex) if data.session_info_hex else None
+        except ValueError:
+            raise OtpInputError("session_info_hex", "is not hexadecimal") from None
+        result = await runtime_of(request).otp.verify(
+            name,
+            VerifyInput(
+                encrypted_seed=data.encrypted_seed,
+                identity=_identity(data),
+                otp=data.otp,
+                challenge=data.challenge,
+                challenge2=data.challenge2,
+                counter=data.counter,
+                window=data.window,
+                password=data.password,
+                password_hash=data.password_hash,
+                session_info=session,
+            ),
+        )
+        return ok(_verify_view(result))
