@@ -16,7 +16,7 @@ from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
 from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext, NotFound
-from vault.hsm import KeySpec, MacAlgorithm, ObjectInfo, SignScheme
+from vault.hsm import GeneratedSeed, KeySpec, MacAlgorithm, ObjectInfo, SignScheme
 
 log = logging.getLogger("hsm")
 
@@ -38,6 +38,12 @@ _MAC_MECHANISMS = {
     MacAlgorithm.SHA512: Mechanism.SHA512_HMAC,
 }
 # RSA-PSS and RSA-OAEP parameters; the library's own defaults are SHA-1.
+# RSA-OAEP to a device: SHA-256 (JOSE "RSA-OAEP-256") where the token can; SoftHSM 2.6 wraps
+# only with SHA-1 (JOSE "RSA-OAEP"), which RFC 8017 §7.1 still allows.
+_OAEP_FOR_DEVICES = (
+    ("RSA-OAEP-256", (Mechanism.SHA256, MGF.SHA256, None)),
+    ("RSA-OAEP", (Mechanism.SHA_1, MGF.SHA1, None)),
+)
 _HASH_PARAMS = {
     "sha256": (Mechanism.SHA256, MGF.SHA256, 32),
     "sha384": (Mechanism.SHA384, MGF.SHA384, 48),
@@ -363,7 +369,7 @@ class Pkcs11Ops:
 
     def seed_generate(
         self, wrap_key_id: bytes, length: int, device_public_key_der: bytes | None
-    ) -> tuple[bytes, bytes | None, bytes | None]:
+    ) -> GeneratedSeed:
         wrapper = self._key(wrap_key_id)
         seed = self._session.generate_key(
             KeyType.GENERIC_SECRET,
@@ -374,19 +380,20 @@ class Pkcs11Ops:
         try:
             wrapped = bytes(wrapper.wrap_key(seed, mechanism=Mechanism.AES_KEY_WRAP_PAD))
             if device_public_key_der is None:
-                return wrapped, bytes(seed[Attribute.VALUE]), None
+                return GeneratedSeed(wrapped, bytes(seed[Attribute.VALUE]))
             device = self._device_key(device_public_key_der)
             try:
-                for_device = bytes(
-                    device.wrap_key(
-                        seed,
-                        mechanism=Mechanism.RSA_PKCS_OAEP,
-                        mechanism_param=(Mechanism.SHA256, MGF.SHA256, None),
-                    )
-                )
+                for wrapping, param in _OAEP_FOR_DEVICES:
+                    try:
+                        for_device = device.wrap_key(
+                            seed, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
+                        )
+                    except (p11e.ArgumentsBad, p11e.MechanismParamInvalid):
+                        continue
+                    return GeneratedSeed(wrapped, None, bytes(for_device), wrapping)
+                raise HsmUnavailable("the HSM cannot wrap to the device key")
             finally:
                 device.destroy()
-            return wrapped, None, for_device
         finally:
             seed.destroy()
 

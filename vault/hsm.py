@@ -62,6 +62,17 @@ class ObjectInfo:
     token: bool
 
 
+@dataclass(frozen=True, slots=True)
+class GeneratedSeed:
+    """A new OTP seed: always wrapped for storage; in plaintext once (for provisioning) or
+    wrapped to the device's public key, never both."""
+
+    wrapped: bytes
+    plaintext: bytes | None = None
+    device_wrapped: bytes | None = None
+    device_wrapping: str | None = None  # the JOSE name of the RSA-OAEP variant used
+
+
 class HsmOps(Protocol):
     """Synchronous HSM operations; only ever called on the HSM thread, inside a job."""
 
@@ -99,12 +110,11 @@ class HsmOps(Protocol):
 
     def seed_generate(
         self, wrap_key_id: bytes, length: int, device_public_key_der: bytes | None
-    ) -> tuple[bytes, bytes | None, bytes | None]:
+    ) -> GeneratedSeed:
         """Generate an OTP seed inside the HSM and wrap it (AES key wrap with padding).
 
-        Returns ``(wrapped, plaintext_for_provisioning, wrapped_for_device)``: without a
-        device key the seed leaves once in plaintext for provisioning; with one, it is
-        wrapped to the device (RSA-OAEP-SHA256) and the plaintext never leaves."""
+        Without a device key the seed leaves once in plaintext for provisioning; with one,
+        it is wrapped to the device (RSA-OAEP) and its plaintext never leaves the HSM."""
 
     def seed_import(self, wrap_key_id: bytes, seed: bytes) -> bytes:
         """Take a vendor seed once, return only its wrapped form."""

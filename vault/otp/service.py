@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vault.errors import BadRequest, InvalidCiphertext
-from vault.hsm import Hsm, HsmOps, MacAlgorithm
+from vault.hsm import GeneratedSeed, Hsm, HsmOps, MacAlgorithm
 from vault.keys import Key, KeyRegistry
 from vault.otp import seeds
 from vault.otp._errors import OtpInputError
@@ -145,18 +145,20 @@ class OtpService:
         wrap_id = version.object_id("wrap")
         length = SEED_BYTES[params.algorithm]
 
-        def job(ops: HsmOps) -> tuple[bytes, bytes | None, bytes | None]:
+        def job(ops: HsmOps) -> GeneratedSeed:
             return ops.seed_generate(wrap_id, length, device_public_key_der)
 
-        wrapped, plain, for_device = await self.hsm.run(job)
-        blob = await self.hsm.run(self._seal_job(key, version.version, identity, params, wrapped))
-        if for_device is not None:
+        made = await self.hsm.run(job)
+        blob = await self.hsm.run(
+            self._seal_job(key, version.version, identity, params, made.wrapped)
+        )
+        if made.device_wrapped is not None:
             return blob, {
-                "device_wrapped_seed": base64.b64encode(for_device).decode(),
-                "wrapping": "RSA-OAEP-256",
+                "device_wrapped_seed": base64.b64encode(made.device_wrapped).decode(),
+                "wrapping": made.device_wrapping,
             }
-        assert plain is not None
-        return blob, _provisioning(params, plain, identity, issuer, account)
+        assert made.plaintext is not None
+        return blob, _provisioning(params, made.plaintext, identity, issuer, account)
 
     async def import_seed(
         self, name: str, identity: TokenIdentity, params: seeds.TokenParams, seed: bytes
