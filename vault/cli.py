@@ -61,30 +61,34 @@ def migrate() -> None:
 @main.command()
 @click.option("--workers", type=int, default=None, help="Worker processes (default VAULT_WORKERS).")
 def serve(workers: int | None) -> None:
-    """Serve the API on VAULT_LISTEN (default 127.0.0.1:8200)."""
-    import uvicorn  # noqa: PLC0415
+    """Serve the API on VAULT_LISTEN (default 127.0.0.1:8200).
+
+    The server is granian: its HTTP parser takes Vault's ``LIST`` method, which hvac sends
+    and httptools-based servers reject before the application sees it. Each worker process
+    opens its own PKCS#11 session when the application starts.
+    """
+    from granian import Granian  # noqa: PLC0415
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
 
     settings = _settings()
     from vault.bootstrap import ensure_softhsm_config  # noqa: PLC0415
 
     if settings.softhsm_conf.exists() or "softhsm" in settings.pkcs11_module:
         ensure_softhsm_config(settings)
-    uvicorn.run(
+    Granian(
         "api.app:create_default_app",
         factory=True,
-        host=settings.host,
+        address=settings.host,
         port=settings.port,
+        interface=Interfaces.ASGI,
         workers=workers or settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
         backlog=4096,
-        timeout_keep_alive=30,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-    )
+        log_access=False,
+        respawn_failed_workers=True,
+    ).serve()
 
 
 @main.command("dev-token")
