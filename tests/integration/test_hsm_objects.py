@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import re
 import shutil
@@ -48,7 +49,7 @@ def _pkcs11_tool_objects(settings) -> list[dict[str, str]]:  # type: ignore[no-u
     ).stdout
     objects = []
     starts = [m.start() for m in _OBJECT.finditer(out)] + [len(out)]
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         text = out[a:b]
         fields = {"kind": text.split(" Object", 1)[0]}
         for line in text.splitlines()[1:]:
@@ -107,8 +108,9 @@ def test_verification_leaves_no_seed_behind(runtime) -> None:  # type: ignore[no
 
 def test_an_unwrapped_seed_is_sensitive_and_not_extractable(runtime) -> None:  # type: ignore[no-untyped-def]
     """Look at the object verification uses, with the template verification uses."""
-    from hsm._ops import _SEED_FOR_MAC
     from pkcs11 import Attribute
+
+    from hsm._ops import _SEED_FOR_MAC
 
     key = runtime.registry.get_sync("otp-seeds")
     wrap_id = key.for_encryption().object_id("wrap")
