@@ -6,6 +6,7 @@ encoded body, and a framework response object per request costs more than the HS
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -34,12 +35,28 @@ class JsonResponse:
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
 
 
+class _RequestIds:
+    """Request ids shaped like Vault's UUIDs: a random per-process part and a counter
+    (unique, cheap, and useful for correlating logs; not a secret)."""
+
+    def __init__(self) -> None:
+        rnd = uuid.uuid4().hex
+        self._head = f"{rnd[:8]}-{rnd[8:12]}-4{rnd[13:16]}-{rnd[16:20]}-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._head}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+request_ids = _RequestIds()
+
+
 def ok(data: dict[str, Any] | None, status: int = 200) -> JsonResponse:
     """Vault's success envelope (204 with no body when there is nothing to say)."""
     if data is None:
         return JsonResponse(b"", 204)
     body = {
-        "request_id": str(uuid.uuid4()),
+        "request_id": request_ids.next(),
         "lease_id": "",
         "renewable": False,
         "lease_duration": 0,

@@ -17,43 +17,46 @@ OPENAPI_PATH = "/v1/sys/openapi"
 OPERATION = "op"
 
 
-def token_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+_PRINCIPAL = "hsm_vault.principal"  # where the verified caller is kept in the ASGI scope
+
+
+def token_of(scope: Any) -> str | None:
     """``X-Vault-Token`` (what Vault clients send) or ``Authorization: Bearer``."""
     bearer = None
-    for name, value in connection.scope["headers"]:
+    for name, value in scope["headers"]:
         if name == b"x-vault-token" and value:
-            return value.decode("latin-1")
+            return value.decode("latin-1")  # type: ignore[no-any-return]
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             bearer = value[7:].strip().decode("latin-1")
     return bearer
 
 
-def operation_of(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> str | None:
+def operation_of(handler: BaseRouteHandler, path_params: dict[str, Any]) -> str | None:
     op = handler.opt.get(OPERATION)
     if op == "datakey":
-        return f"datakey:{connection.path_params.get('kind')}"
+        return f"datakey:{path_params.get('kind')}"
     return op if isinstance(op, str) else None
 
 
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """A ``before_request`` hook: runs before the body is parsed and the handler called.
 
-    (A Litestar guard would do as well, but costs a copy of the route handler per request.)
+    (A Litestar guard would do as well, but costs a copy of the route handler per request;
+    this works on the raw ASGI scope because it runs on every request.)
     """
-    handler = connection.route_handler
-    if handler.opt.get(PUBLIC) or connection.scope["path"].startswith(OPENAPI_PATH):
+    scope: Any = connection.scope
+    handler: BaseRouteHandler = scope["route_handler"]
+    if handler.opt.get(PUBLIC) or scope["path"].startswith(OPENAPI_PATH):
         return
-    runtime: Runtime = connection.app.state.runtime
-    principal = runtime.authenticator.authenticate(token_of(connection))
-    operation = operation_of(connection, handler)
-    key = connection.path_params.get("name")
-    if operation is None or not principal.service.allows(operation, key):
+    runtime: Runtime = scope["litestar_app"].state.runtime
+    principal = runtime.authenticator.authenticate(token_of(scope))
+    path_params = scope["path_params"]
+    operation = operation_of(handler, path_params)
+    if operation is None or not principal.service.allows(operation, path_params.get("name")):
         raise Forbidden()
-    connection.state.principal = principal
+    scope[_PRINCIPAL] = principal
 
 
 def principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    found: Principal = connection.state.principal
+    found: Principal = connection.scope[_PRINCIPAL]  # type: ignore[literal-required]
     return found

@@ -9,10 +9,10 @@ Where a job runs:
   while one runs are drained together and their results handed back with one wake-up per
   event loop, so a busy server pays for the thread hop once per burst;
 - inline, on the caller's thread, when the caller allows it (a small job), the lock is free
-  at that instant, and the HSM has recently been fast (moving average of small jobs under
-  ``inline_budget``, ~30 µs for SoftHSM2). A thread hop costs more than such a call. A slow
-  (network) HSM pushes the average over the budget and every job goes to the thread again;
-  ``inline_budget=0`` turns the fast path off.
+  at that instant, and the HSM has recently been fast (the fastest of the last 32 small
+  jobs under ``inline_budget``; ~30 µs for SoftHSM2). A thread hop costs more than such a
+  call. A slow (network) HSM is over the budget on every call, so every job goes to the
+  thread again; ``inline_budget=0`` turns the fast path off.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ T = TypeVar("T")
 log = logging.getLogger("hsm")
 
 _Outcome = tuple[bool, Any]
+_WINDOW = 32
 _Job = tuple[Callable[[Any], Any], "asyncio.Future[Any] | concurrent.futures.Future[Any]", Any]
 
 
@@ -70,7 +71,12 @@ class HsmThread:
         self._connect = connect
         self._lock = threading.Lock()
         self._inline_budget = inline_budget
-        self._average = 0.0
+        # Decided afresh every _WINDOW small jobs from the fastest of them: waiting for the
+        # GIL inflates single timings under load, but never the best of a window, and a
+        # network HSM's round trip is in every one of them.
+        self._inline = inline_budget > 0
+        self._window_best = float("inf")
+        self._window_count = 0
         self._retry_interval = retry_interval
         self._ops: Any = None
         self._last_attempt = 0.0
@@ -87,12 +93,7 @@ class HsmThread:
     # -- caller side -----------------------------------------------------------------------
 
     async def run(self, job: Callable[[HsmOps], T], *, small: bool = True) -> T:
-        if (
-            small
-            and self._ops is not None
-            and self._average < self._inline_budget
-            and self._lock.acquire(blocking=False)
-        ):
+        if small and self._ops is not None and self._inline and self._lock.acquire(blocking=False):
             try:
                 ok, value = self._timed(job)
             finally:
@@ -171,10 +172,16 @@ class HsmThread:
                 loop.call_soon_threadsafe(_settle, items)
 
     def _timed(self, job: Callable[[Any], Any]) -> _Outcome:
-        """Run a small job and fold its duration into the moving average (weight 1/32)."""
+        """Run a small job; every ``_WINDOW`` jobs, decide whether small jobs may run inline."""
         start = time.perf_counter()
         outcome = self._execute(job)
-        self._average += (time.perf_counter() - start - self._average) / 32
+        elapsed = time.perf_counter() - start
+        self._window_best = min(self._window_best, elapsed)
+        self._window_count += 1
+        if self._window_count >= _WINDOW:
+            self._inline = self._inline_budget > 0 and self._window_best < self._inline_budget
+            self._window_best = float("inf")
+            self._window_count = 0
         return outcome
 
     def _execute(self, job: Callable[[Any], Any]) -> _Outcome:

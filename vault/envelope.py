@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -146,20 +147,30 @@ class Envelope:
     def wrap_job(
         self, key: Key, versions: Sequence[KeyVersion], extra_random: int = 0
     ) -> Callable[[HsmOps], tuple[bytes, list[Wrapped]]]:
-        """A job that draws one data key per entry of ``versions`` (plus ``extra_random``
-        bytes) from the HSM and wraps each under its version."""
+        """A job that wraps one fresh data key per entry of ``versions`` under its version,
+        and draws ``extra_random`` bytes from the HSM's generator (a data key handed out).
+
+        The per-message data keys come from the host's CSPRNG (``os.urandom``): they live in
+        host memory beside the plaintext they protect either way, and one HSM call per
+        message is the budget of the hot path.
+        """
         plan = [
-            (v.object_id(), self._nonces.next(), context(key.name, v.version)) for v in versions
+            (
+                os.urandom(DEK_BYTES),
+                v.object_id(),
+                self._nonces.next(),
+                context(key.name, v.version),
+            )
+            for v in versions
         ]
-        count = len(plan)
 
         def job(ops: HsmOps) -> tuple[bytes, list[Wrapped]]:
-            pool = ops.random(DEK_BYTES * count + extra_random)
-            out = []
-            for i, (kek, nonce, ctx) in enumerate(plan):
-                dek = pool[i * DEK_BYTES : (i + 1) * DEK_BYTES]
-                out.append(Wrapped(dek, nonce, ops.encrypt_gcm(kek, nonce, dek, ctx)))
-            return pool[DEK_BYTES * count :], out
+            extra = ops.random(extra_random) if extra_random else b""
+            out = [
+                Wrapped(dek, nonce, ops.encrypt_gcm(kek, nonce, dek, ctx))
+                for dek, kek, nonce, ctx in plan
+            ]
+            return extra, out
 
         return job
 
