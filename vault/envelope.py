@@ -19,6 +19,7 @@ import base64
 import binascii
 import itertools
 import os
+import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ MAX_INVOCATIONS = 2**64 - 1  # the 8-byte invocation field
 _PAYLOAD_NONCE = bytes(NONCE_BYTES)
 _CONTEXT_TAG = b"hsm-vault/envelope/v1\x00"
 PREFIX = "vault:v"
+_VERSION = re.compile(r"[1-9][0-9]{0,8}")  # ASCII only: one spelling per ciphertext
 DATAKEY_BITS = (128, 256, 512)
 
 
@@ -96,7 +98,7 @@ def split_prefixed(text: str) -> tuple[int, bytes]:
     if not text.startswith(PREFIX):
         raise InvalidCiphertext()
     head, sep, body = text[len(PREFIX) :].partition(":")
-    if not sep or not head.isdigit() or len(head) > 9 or head.startswith("0"):
+    if not sep or not _VERSION.fullmatch(head):
         raise InvalidCiphertext()
     try:
         return int(head), base64.b64decode(body, validate=True)

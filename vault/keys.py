@@ -62,6 +62,9 @@ class Key:
                 raise BadRequest("requested key version is not allowed for encryption")
         if self.min_encryption_version and version < self.min_encryption_version:
             raise BadRequest("requested key version is not allowed for encryption")
+        if version < self.min_decryption_version:
+            # It could never be decrypted again.
+            raise BadRequest("requested key version is below min_decryption_version")
         return self.versions[version]
 
     def for_decryption(self, version: int) -> KeyVersion:
@@ -70,6 +73,15 @@ class Key:
         if found is None or version < self.min_decryption_version:
             raise InvalidCiphertext()
         return found
+
+
+MIN_ROTATE_PERIOD = 3600  # as Vault: automatic rotation at most once an hour
+
+
+def check_rotate_period(seconds: int) -> int:
+    if isinstance(seconds, bool) or seconds < 0 or 0 < seconds < MIN_ROTATE_PERIOD:
+        raise BadRequest("auto_rotate_period must be 0 (off) or at least one hour")
+    return seconds
 
 
 def validate_name(name: str) -> str:
@@ -145,8 +157,7 @@ class KeyRegistry:
         """Create ``name`` with version 1; an existing key is returned unchanged."""
         validate_name(name)
         kind = key_type(type_name)
-        if auto_rotate_period < 0:
-            raise BadRequest("auto_rotate_period must not be negative")
+        check_rotate_period(auto_rotate_period)
         try:
             return self.get_sync(name), False
         except NotFound:
@@ -244,9 +255,7 @@ class KeyRegistry:
         if deletion_allowed is not None:
             changes["deletion_allowed"] = deletion_allowed
         if auto_rotate_period is not None:
-            if auto_rotate_period != 0 and auto_rotate_period < 3600:
-                raise BadRequest("auto_rotate_period must be 0 (off) or at least one hour")
-            changes["auto_rotate_period"] = auto_rotate_period
+            changes["auto_rotate_period"] = check_rotate_period(auto_rotate_period)
         if changes:
             changes["updated_at"] = time.time()
             self._guard(lambda: self._update(name, changes))

@@ -1,0 +1,142 @@
+"""An in-memory stand-in for the HSM, for unit tests of ``vault/`` alone.
+
+It keeps key material in a dict and does the crypto with ``cryptography``; it behaves like
+``hsm/`` where the domain can tell: a bad GCM tag is ``InvalidCiphertext``, a missing object
+is ``NotFound``, every job runs under one lock. Test scaffolding only, never a model of how
+the real token protects anything.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vault.errors import HsmUnavailable, InvalidCiphertext, NotFound
+from vault.hsm import KeySpec, MacAlgorithm, ObjectInfo
+
+T = TypeVar("T")
+
+
+@dataclass
+class FakeObject:
+    spec: KeySpec
+    label: str
+    secret: Any  # bytes for AES/HMAC, a private key object for the asymmetric specs
+
+
+class FakeOps:
+    """The ``HsmOps`` calls the envelope, key registry and transit code make."""
+
+    def __init__(self) -> None:
+        self.store: dict[bytes, FakeObject] = {}
+
+    def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
+        if key_id in self.store:
+            raise ValueError(f"an object with id {key_id.hex()} already exists")
+        secret: Any
+        if spec in (KeySpec.AES256, KeySpec.HMAC256, KeySpec.HMAC512):
+            secret = os.urandom(32)
+        elif spec is KeySpec.EC_P256:
+            secret = ec.generate_private_key(ec.SECP256R1())
+        elif spec is KeySpec.ED25519:
+            secret = ed25519.Ed25519PrivateKey.generate()
+        else:
+            secret = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        self.store[key_id] = FakeObject(spec, label, secret)
+
+    def destroy(self, key_id: bytes) -> int:
+        found = self.store.pop(key_id, None)
+        if found is None:
+            return 0
+        return 2 if found.spec.asymmetric else 1  # a key pair is two objects
+
+    def exists(self, key_id: bytes) -> bool:
+        return key_id in self.store
+
+    def objects(self) -> list[ObjectInfo]:
+        return [
+            ObjectInfo(
+                key_id=key_id,
+                label=obj.label,
+                object_class="PRIVATE_KEY" if obj.spec.asymmetric else "SECRET_KEY",
+                key_type=obj.spec.value,
+                sensitive=True,
+                extractable=False,
+                token=True,
+            )
+            for key_id, obj in self.store.items()
+        ]
+
+    def random(self, length: int) -> bytes:
+        return os.urandom(length)
+
+    def _secret(self, key_id: bytes, spec: KeySpec) -> bytes:
+        obj = self.store.get(key_id)
+        if obj is None:
+            raise NotFound("key version has no HSM object")
+        if obj.spec is not spec:
+            raise TypeError(f"object {key_id.hex()} is {obj.spec.value}, not {spec.value}")
+        secret: bytes = obj.secret
+        return secret
+
+    def encrypt_gcm(self, key_id: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return AESGCM(self._secret(key_id, KeySpec.AES256)).encrypt(nonce, plaintext, aad)
+
+    def decrypt_gcm(self, key_id: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        key = self._secret(key_id, KeySpec.AES256)
+        try:
+            return AESGCM(key).decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            raise InvalidCiphertext() from None
+
+    def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
+        return hmac.new(self._secret(key_id, KeySpec.HMAC256), data, algorithm.value).digest()
+
+    def public_key_der(self, key_id: bytes) -> bytes:
+        obj = self.store.get(key_id)
+        if obj is None:
+            raise NotFound("key version has no HSM object")
+        if not obj.spec.asymmetric:
+            raise TypeError("a secret key has no public half")
+        der: bytes = obj.secret.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return der
+
+
+class FakeHsm:
+    """``vault.hsm.Hsm`` over :class:`FakeOps`: jobs run one at a time, in the caller's thread."""
+
+    def __init__(self) -> None:
+        self.ops = FakeOps()
+        self.jobs = 0  # how many jobs ran: the domain promises one per call
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def run(self, job: Callable[[Any], T], *, small: bool = True) -> T:
+        return self.run_sync(job)
+
+    def run_sync(self, job: Callable[[Any], T]) -> T:
+        if self._closed:
+            raise HsmUnavailable()
+        with self._lock:
+            self.jobs += 1
+            return job(self.ops)
+
+    def healthy(self) -> bool:
+        return not self._closed
+
+    def close(self) -> None:
+        self._closed = True
+
+    def labels(self) -> dict[bytes, str]:
+        return {info.key_id: info.label for info in self.ops.objects()}

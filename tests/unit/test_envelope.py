@@ -1,0 +1,522 @@
+"""Envelope encryption and the transit operations over it, on a fake HSM and a real SQLite
+registry: the byte format, nonce uniqueness, binding to key, version and associated data,
+and the key-version rules."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+
+from tests.unit.fake_hsm import FakeHsm
+from vault import db
+from vault.envelope import (
+    DEK_BYTES,
+    FORMAT_V1,
+    HEADER_BYTES,
+    MAX_INVOCATIONS,
+    NONCE_BYTES,
+    NONCE_PREFIX_BYTES,
+    TAG_BYTES,
+    WRAPPED_DEK_BYTES,
+    EncryptItem,
+    Envelope,
+    NonceSequence,
+    context,
+    parse,
+)
+from vault.errors import BadRequest, InvalidCiphertext, VaultError
+from vault.keys import KeyRegistry
+from vault.transit import DecryptItem, Encrypted, Transit
+
+ONE_MESSAGE = "invalid ciphertext: message authentication failed"
+
+
+@dataclass
+class Env:
+    engine: Engine
+    hsm: FakeHsm
+    registry: KeyRegistry
+    transit: Transit
+
+    def encrypt(
+        self, name: str, plaintext: bytes, ad: bytes = b"", version: int | None = None
+    ) -> str:
+        [result] = asyncio.run(self.transit.encrypt(name, [EncryptItem(plaintext, ad, version)]))
+        assert isinstance(result, Encrypted), result
+        return result.ciphertext
+
+    def decrypt(self, name: str, ciphertext: str, ad: bytes = b"") -> bytes | VaultError:
+        [result] = asyncio.run(self.transit.decrypt(name, [DecryptItem(ciphertext, ad)]))
+        return result
+
+
+def make_env(path: Path) -> Env:
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.migrate(engine)
+    hsm = FakeHsm()
+    registry = KeyRegistry(engine, hsm)
+    return Env(engine, hsm, registry, Transit(registry, hsm, Envelope(NonceSequence(1))))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    made = make_env(tmp_path / "vault.db")
+    made.registry.create_sync("backup-share", "aes256-gcm96")
+    yield made
+    made.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One registry for the property tests (hypothesis runs many examples per test)."""
+    made = make_env(tmp_path_factory.mktemp("envelope") / "vault.db")
+    made.registry.create_sync("prop-key", "aes256-gcm96")
+    yield made
+    made.engine.dispose()
+
+
+def blob_of(ciphertext: str) -> bytes:
+    return base64.b64decode(ciphertext.split(":", 2)[2])
+
+
+def with_blob(ciphertext: str, blob: bytes) -> str:
+    prefix = ciphertext.rsplit(":", 1)[0]
+    return f"{prefix}:{base64.b64encode(blob).decode()}"
+
+
+def assert_invalid(result: object) -> None:
+    assert isinstance(result, InvalidCiphertext), result
+    assert str(result) == ONE_MESSAGE
+
+
+# -- round trip and layout ----------------------------------------------------------------
+
+
+def test_round_trip_and_layout(env: Env) -> None:
+    ct = env.encrypt("backup-share", b"third share", b"user-42")
+    assert ct.startswith("vault:v1:")
+    blob = blob_of(ct)
+    assert blob[0] == FORMAT_V1
+    assert len(blob) == HEADER_BYTES + len(b"third share") + TAG_BYTES
+    assert b"third share" not in blob
+    assert env.decrypt("backup-share", ct, b"user-42") == b"third share"
+
+
+def test_same_plaintext_encrypts_differently_each_time(env: Env) -> None:
+    one = blob_of(env.encrypt("backup-share", b"same"))
+    two = blob_of(env.encrypt("backup-share", b"same"))
+    assert one[1 : 1 + NONCE_BYTES] != two[1 : 1 + NONCE_BYTES]
+    assert one[HEADER_BYTES:] != two[HEADER_BYTES:]
+
+
+def test_empty_plaintext_round_trips(env: Env) -> None:
+    ct = env.encrypt("backup-share", b"")
+    assert env.decrypt("backup-share", ct) == b""
+
+
+def test_one_hsm_job_per_call_however_large_the_batch(env: Env) -> None:
+    before = env.hsm.jobs
+    items = [EncryptItem(bytes([i]), b"") for i in range(10)]
+    results = asyncio.run(env.transit.encrypt("backup-share", items))
+    assert env.hsm.jobs == before + 1
+    decrypts = [DecryptItem(r.ciphertext, b"") for r in results if isinstance(r, Encrypted)]
+    assert len(decrypts) == 10
+    plain = asyncio.run(env.transit.decrypt("backup-share", decrypts))
+    assert env.hsm.jobs == before + 2
+    assert plain == [bytes([i]) for i in range(10)]
+
+
+# -- batches ------------------------------------------------------------------------------
+
+
+def test_encrypt_batch_fails_item_by_item_in_order(env: Env) -> None:
+    passed_through = BadRequest("plaintext is not valid base64")
+    items: list[EncryptItem | VaultError] = [
+        EncryptItem(b"first", b""),
+        passed_through,
+        EncryptItem(b"third", b"", key_version=7),  # no such version
+        EncryptItem(b"fourth", b"ad"),
+    ]
+    results = asyncio.run(env.transit.encrypt("backup-share", items))
+    assert len(results) == 4
+    assert isinstance(results[0], Encrypted)
+    assert results[1] is passed_through
+    assert isinstance(results[2], BadRequest)
+    assert isinstance(results[3], Encrypted)
+    assert env.decrypt("backup-share", results[0].ciphertext) == b"first"
+    assert env.decrypt("backup-share", results[3].ciphertext, b"ad") == b"fourth"
+
+
+def test_encrypt_batch_of_only_errors_keeps_order(env: Env) -> None:
+    errors: list[EncryptItem | VaultError] = [BadRequest("one"), BadRequest("two")]
+    results = asyncio.run(env.transit.encrypt("backup-share", errors))
+    assert [str(r) for r in results] == ["one", "two"]
+
+
+def test_decrypt_batch_fails_item_by_item_in_order(env: Env) -> None:
+    a = env.encrypt("backup-share", b"alpha", b"ad-a")
+    b = env.encrypt("backup-share", b"bravo")
+    passed_through = BadRequest("associated_data is not valid base64")
+    items: list[DecryptItem | VaultError] = [
+        DecryptItem(a, b"ad-a"),
+        DecryptItem("vault:v1:garbage", b""),
+        DecryptItem(a, b"other"),  # wrong associated data
+        passed_through,
+        DecryptItem(b.replace("vault:v1:", "vault:v9:"), b""),  # no such version
+        DecryptItem(b, b""),
+    ]
+    results = asyncio.run(env.transit.decrypt("backup-share", items))
+    assert results[0] == b"alpha"
+    assert_invalid(results[1])
+    assert_invalid(results[2])
+    assert results[3] is passed_through
+    assert_invalid(results[4])
+    assert results[5] == b"bravo"
+
+
+def test_rewrap_batch_keeps_order_and_moves_to_latest(env: Env) -> None:
+    a = env.encrypt("backup-share", b"alpha", b"x")
+    env.registry.rotate_sync("backup-share")
+    items: list[DecryptItem | VaultError] = [DecryptItem(a, b"x"), DecryptItem(a, b"y")]
+    results = asyncio.run(env.transit.rewrap("backup-share", items))
+    assert isinstance(results[0], Encrypted)
+    assert results[0].key_version == 2
+    assert results[0].ciphertext.startswith("vault:v2:")
+    assert_invalid(results[1])
+    assert env.decrypt("backup-share", results[0].ciphertext, b"x") == b"alpha"
+
+
+# -- nonces -------------------------------------------------------------------------------
+
+
+def test_nonce_sequence_never_repeats() -> None:
+    seq = NonceSequence(7)
+    nonces = [seq.next() for _ in range(20_000)]
+    assert len(set(nonces)) == len(nonces)
+    assert all(len(n) == NONCE_BYTES for n in nonces)
+    assert all(n[:NONCE_PREFIX_BYTES] == (7).to_bytes(NONCE_PREFIX_BYTES, "big") for n in nonces)
+
+
+def test_nonce_sequences_of_different_prefixes_never_meet() -> None:
+    one, two = NonceSequence(1), NonceSequence(2)
+    assert not {one.next() for _ in range(2000)} & {two.next() for _ in range(2000)}
+
+
+@pytest.mark.parametrize("prefix", [0, -1, 2**32, 2**40])
+def test_nonce_sequence_rejects_prefix_out_of_range(prefix: int) -> None:
+    with pytest.raises(ValueError, match="nonce prefix"):
+        NonceSequence(prefix)
+
+
+@pytest.mark.parametrize("prefix", [1, 2**32 - 1])
+def test_nonce_sequence_accepts_the_extremes(prefix: int) -> None:
+    assert NonceSequence(prefix).next()[:NONCE_PREFIX_BYTES] == prefix.to_bytes(4, "big")
+
+
+def test_nonce_sequence_refuses_to_wrap_around() -> None:
+    seq = NonceSequence(3)
+    seq._counter = itertools.count(MAX_INVOCATIONS)  # skip ahead to the last invocation
+    assert seq.next()[NONCE_PREFIX_BYTES:] == b"\xff" * (NONCE_BYTES - NONCE_PREFIX_BYTES)
+    with pytest.raises(RuntimeError, match="exhausted"):
+        seq.next()
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+_GOOD_BLOB = bytes([FORMAT_V1]) + bytes(HEADER_BYTES - 1 + TAG_BYTES)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+MALFORMED = {
+    "empty": "",
+    "no version": "vault:",
+    "bare v": "vault:v",
+    "version 0": f"vault:v0:{_b64(_GOOD_BLOB)}",
+    "leading zero": f"vault:v01:{_b64(_GOOD_BLOB)}",
+    "letter version": f"vault:vX:{_b64(_GOOD_BLOB)}",
+    "negative version": f"vault:v-1:{_b64(_GOOD_BLOB)}",
+    "plus version": f"vault:v+1:{_b64(_GOOD_BLOB)}",
+    "ten digit version": f"vault:v1234567890:{_b64(_GOOD_BLOB)}",
+    "superscript version": f"vault:v\u00b9:{_b64(_GOOD_BLOB)}",
+    "no second colon": "vault:v1",
+    "missing base64": "vault:v1:",
+    "bad base64": "vault:v1:!!!!",
+    "base64 without padding": f"vault:v1:{_b64(_GOOD_BLOB).rstrip('=')}",
+    "base64 with newline": f"vault:v1:{_b64(_GOOD_BLOB)[:8]}\n{_b64(_GOOD_BLOB)[8:]}",
+    "short blob": f"vault:v1:{_b64(_GOOD_BLOB[:-1])}",
+    "wrong format byte": f"vault:v1:{_b64(bytes([0x02]) + _GOOD_BLOB[1:])}",
+    "format byte zero": f"vault:v1:{_b64(bytes([0x00]) + _GOOD_BLOB[1:])}",
+    "other prefix": f"vault:w1:{_b64(_GOOD_BLOB)}",
+    "upper case prefix": f"VAULT:v1:{_b64(_GOOD_BLOB)}",
+    "leading space": f" vault:v1:{_b64(_GOOD_BLOB)}",
+}
+
+
+def test_parse_accepts_the_well_formed_minimum() -> None:
+    parsed = parse(f"vault:v12:{_b64(_GOOD_BLOB)}")
+    assert parsed.version == 12
+    assert len(parsed.nonce) == NONCE_BYTES
+    assert len(parsed.wrapped_dek) == WRAPPED_DEK_BYTES
+    assert len(parsed.payload) == TAG_BYTES
+
+
+@pytest.mark.parametrize("text", MALFORMED.values(), ids=MALFORMED.keys())
+def test_parse_rejects_malformed_with_the_one_message(text: str) -> None:
+    with pytest.raises(InvalidCiphertext) as caught:
+        parse(text)
+    assert str(caught.value) == ONE_MESSAGE
+
+
+def test_parse_rejects_non_ascii_digits() -> None:
+    with pytest.raises(InvalidCiphertext):
+        parse(f"vault:v\u0661:{_b64(_GOOD_BLOB)}")
+
+
+@pytest.mark.parametrize("text", MALFORMED.values(), ids=MALFORMED.keys())
+def test_decrypt_reports_malformed_as_an_item_error(env: Env, text: str) -> None:
+    assert_invalid(env.decrypt("backup-share", text))
+
+
+# -- context binding ----------------------------------------------------------------------
+
+
+def test_context_differs_for_names_and_versions() -> None:
+    contexts = {context(n, v) for n in ("a", "b", "ab", "backup-share") for v in (1, 2, 10)}
+    assert len(contexts) == 12
+
+
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [
+        (("ab", 1), ("a", 1)),
+        (("a1", 1), ("a", 11)),
+        (("a", 0x6201), ("ab", 1)),
+        (("key", 1), ("key\x00", 1)),
+    ],
+)
+def test_context_cannot_collide_by_concatenation(
+    one: tuple[str, int], two: tuple[str, int]
+) -> None:
+    c1, c2 = context(*one), context(*two)
+    assert c1 != c2
+    # The payload's associated data is context + caller data: neither may be a prefix.
+    assert not c1.startswith(c2)
+    assert not c2.startswith(c1)
+
+
+names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40
+)
+versions = st.integers(min_value=1, max_value=2**31 - 1)
+
+
+@given(one=st.tuples(names, versions), two=st.tuples(names, versions))
+def test_context_is_prefix_free(one: tuple[str, int], two: tuple[str, int]) -> None:
+    if one != two:
+        assert not context(*one).startswith(context(*two))
+
+
+def test_ciphertext_of_one_key_does_not_decrypt_under_another(env: Env) -> None:
+    env.registry.create_sync("other-key", "aes256-gcm96")
+    ct = env.encrypt("backup-share", b"share", b"ad")
+    assert_invalid(env.decrypt("other-key", ct, b"ad"))
+    assert env.decrypt("backup-share", ct, b"ad") == b"share"
+
+
+def test_decrypt_with_other_associated_data_fails(env: Env) -> None:
+    ct = env.encrypt("backup-share", b"share", b"user-1")
+    assert_invalid(env.decrypt("backup-share", ct, b"user-2"))
+    assert_invalid(env.decrypt("backup-share", ct, b""))
+    bare = env.encrypt("backup-share", b"share")
+    assert_invalid(env.decrypt("backup-share", bare, b"user-1"))
+
+
+def test_relabelled_version_does_not_decrypt(env: Env) -> None:
+    env.registry.rotate_sync("backup-share")
+    ct = env.encrypt("backup-share", b"share", version=1)
+    assert ct.startswith("vault:v1:")
+    assert_invalid(env.decrypt("backup-share", ct.replace("vault:v1:", "vault:v2:")))
+    assert env.decrypt("backup-share", ct) == b"share"
+
+
+def test_wrapped_key_is_bound_to_its_own_payload(env: Env) -> None:
+    """Splicing the header of one ciphertext onto the payload of another fails."""
+    one = blob_of(env.encrypt("backup-share", b"payload one"))
+    two = blob_of(env.encrypt("backup-share", b"payload two"))
+    spliced = one[:HEADER_BYTES] + two[HEADER_BYTES:]
+    assert_invalid(env.decrypt("backup-share", with_blob("vault:v1:x", spliced)))
+
+
+# -- key versions -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_versions(env: Env) -> Env:
+    env.registry.rotate_sync("backup-share")
+    env.registry.rotate_sync("backup-share")
+    return env
+
+
+@pytest.mark.parametrize(("requested", "expected"), [(None, 3), (0, 3), (3, 3), (2, 2), (1, 1)])
+def test_for_encryption_picks_the_version(
+    three_versions: Env, requested: int | None, expected: int
+) -> None:
+    key = three_versions.registry.get_sync("backup-share")
+    assert key.for_encryption(requested).version == expected
+
+
+@pytest.mark.parametrize("requested", [4, 100, -1])
+def test_for_encryption_refuses_versions_that_do_not_exist(
+    three_versions: Env, requested: int
+) -> None:
+    key = three_versions.registry.get_sync("backup-share")
+    with pytest.raises(BadRequest, match="not allowed for encryption"):
+        key.for_encryption(requested)
+
+
+def test_for_encryption_refuses_below_min_encryption_version(three_versions: Env) -> None:
+    three_versions.registry.configure_sync("backup-share", min_encryption_version=2)
+    key = three_versions.registry.get_sync("backup-share")
+    with pytest.raises(BadRequest, match="not allowed for encryption"):
+        key.for_encryption(1)
+    assert key.for_encryption(2).version == 2
+    assert key.for_encryption(None).version == 3
+
+
+def test_encrypt_below_min_encryption_version_is_an_item_error(three_versions: Env) -> None:
+    three_versions.registry.configure_sync("backup-share", min_encryption_version=3)
+    items: list[EncryptItem | VaultError] = [
+        EncryptItem(b"a", b"", key_version=2),
+        EncryptItem(b"b", b""),
+    ]
+    results = asyncio.run(three_versions.transit.encrypt("backup-share", items))
+    assert isinstance(results[0], BadRequest)
+    assert isinstance(results[1], Encrypted)
+    assert results[1].key_version == 3
+
+
+def test_for_encryption_refuses_below_min_decryption_version(three_versions: Env) -> None:
+    three_versions.registry.configure_sync("backup-share", min_decryption_version=2)
+    key = three_versions.registry.get_sync("backup-share")
+    assert key.min_encryption_version == 0
+    with pytest.raises(BadRequest):
+        key.for_encryption(1)
+
+
+def test_for_decryption_below_min_decryption_version(three_versions: Env) -> None:
+    env = three_versions
+    old = env.encrypt("backup-share", b"old", version=1)
+    env.registry.configure_sync("backup-share", min_decryption_version=2)
+    key = env.registry.get_sync("backup-share")
+    with pytest.raises(InvalidCiphertext):
+        key.for_decryption(1)
+    assert key.for_decryption(2).version == 2
+    assert key.for_decryption(3).version == 3
+    for missing in (0, 4):
+        with pytest.raises(InvalidCiphertext):
+            key.for_decryption(missing)
+    assert_invalid(env.decrypt("backup-share", old))
+    # Lowering the minimum again brings the old version back (nothing was destroyed).
+    env.registry.configure_sync("backup-share", min_decryption_version=1)
+    assert env.decrypt("backup-share", old) == b"old"
+
+
+def test_rotation_keeps_old_ciphertexts_readable(env: Env) -> None:
+    v1 = env.encrypt("backup-share", b"before")
+    env.registry.rotate_sync("backup-share")
+    v2 = env.encrypt("backup-share", b"after")
+    assert v2.startswith("vault:v2:")
+    assert env.decrypt("backup-share", v1) == b"before"
+    assert env.decrypt("backup-share", v2) == b"after"
+
+
+# -- data keys, key types, random ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [128, 256, 512])
+def test_datakey_is_sealed_under_the_key(env: Env, bits: int) -> None:
+    made = asyncio.run(env.transit.datakey("backup-share", bits, b"ctx"))
+    assert len(made.plaintext) == bits // 8
+    assert made.key_version == 1
+    assert env.decrypt("backup-share", made.ciphertext, b"ctx") == made.plaintext
+    assert_invalid(env.decrypt("backup-share", made.ciphertext, b""))
+
+
+@pytest.mark.parametrize("bits", [0, 64, 255, 1024])
+def test_datakey_refuses_other_sizes(env: Env, bits: int) -> None:
+    with pytest.raises(BadRequest, match="bit length"):
+        asyncio.run(env.transit.datakey("backup-share", bits, b""))
+
+
+def test_data_keys_differ_from_each_other(env: Env) -> None:
+    one = asyncio.run(env.transit.datakey("backup-share", 256, b""))
+    two = asyncio.run(env.transit.datakey("backup-share", 256, b""))
+    assert one.plaintext != two.plaintext
+    assert len(one.plaintext) == DEK_BYTES
+
+
+def test_keys_that_do_not_encrypt_refuse(env: Env) -> None:
+    env.registry.create_sync("mac-key", "hmac")
+    with pytest.raises(BadRequest, match="does not support encryption"):
+        asyncio.run(env.transit.encrypt("mac-key", [EncryptItem(b"x", b"")]))
+    with pytest.raises(BadRequest, match="does not support decryption"):
+        asyncio.run(env.transit.decrypt("mac-key", [DecryptItem("vault:v1:AAAA", b"")]))
+    with pytest.raises(BadRequest, match="does not support data keys"):
+        asyncio.run(env.transit.datakey("mac-key", 256, b""))
+
+
+@pytest.mark.parametrize("length", [0, -1, 131073])
+def test_random_refuses_out_of_range(env: Env, length: int) -> None:
+    with pytest.raises(BadRequest):
+        asyncio.run(env.transit.random(length))
+
+
+def test_random_returns_the_length_asked(env: Env) -> None:
+    assert len(asyncio.run(env.transit.random(1))) == 1
+    assert len(asyncio.run(env.transit.random(131072))) == 131072
+
+
+# -- properties ---------------------------------------------------------------------------
+
+_PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_PROPERTY
+@given(plaintext=st.binary(max_size=512), ad=st.binary(max_size=64))
+def test_round_trip_any_bytes(shared: Env, plaintext: bytes, ad: bytes) -> None:
+    ct = shared.encrypt("prop-key", plaintext, ad)
+    assert shared.decrypt("prop-key", ct, ad) == plaintext
+
+
+@_PROPERTY
+@given(plaintext=st.binary(max_size=64), data=st.data())
+def test_any_single_byte_change_fails(shared: Env, plaintext: bytes, data: st.DataObject) -> None:
+    ct = shared.encrypt("prop-key", plaintext, b"ad")
+    blob = bytearray(blob_of(ct))
+    index = data.draw(st.integers(min_value=0, max_value=len(blob) - 1), label="index")
+    flip = data.draw(st.integers(min_value=1, max_value=255), label="xor")
+    blob[index] ^= flip
+    assert_invalid(shared.decrypt("prop-key", with_blob(ct, bytes(blob)), b"ad"))
+
+
+@_PROPERTY
+@given(plaintext=st.binary(min_size=1, max_size=64), data=st.data())
+def test_truncation_or_extension_fails(shared: Env, plaintext: bytes, data: st.DataObject) -> None:
+    ct = shared.encrypt("prop-key", plaintext, b"")
+    blob = blob_of(ct)
+    cut = data.draw(st.integers(min_value=0, max_value=len(blob) - 1), label="cut")
+    extra = data.draw(st.binary(min_size=1, max_size=16), label="extra")
+    assert_invalid(shared.decrypt("prop-key", with_blob(ct, blob[:cut])))
+    assert_invalid(shared.decrypt("prop-key", with_blob(ct, blob + extra)))

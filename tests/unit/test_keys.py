@@ -1,0 +1,345 @@
+"""The key registry: versions in SQLite, their objects in a fake HSM, and the rules for
+creating, rotating, configuring and deleting keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.unit.fake_hsm import FakeHsm, FakeOps
+from vault import db
+from vault.errors import BadRequest, HsmUnavailable, NotFound
+from vault.hsm import KeySpec
+from vault.keys import Key, KeyRegistry, validate_name
+from vault.keytypes import KEY_TYPES, object_id, object_label
+
+
+@pytest.fixture
+def hsm() -> FakeHsm:
+    return FakeHsm()
+
+
+@pytest.fixture
+def registry(tmp_path: Path, hsm: FakeHsm) -> Iterator[KeyRegistry]:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'vault.db'}")
+    db.migrate(engine)
+    yield KeyRegistry(engine, hsm)
+    engine.dispose()
+
+
+def version_rows(registry: KeyRegistry, name: str) -> int:
+    with registry.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(db.key_versions)
+                .where(db.key_versions.c.key_name == name)
+            ).scalar_one()
+        )
+
+
+def expected_objects(key: Key) -> dict[bytes, str]:
+    """Every HSM object the key's versions should have, with its label."""
+    return {
+        object_id(v.hsm_id, role): object_label(key.name, n, role)
+        for n, v in key.versions.items()
+        for role, _ in key.type.objects
+    }
+
+
+# -- create -------------------------------------------------------------------------------
+
+
+def test_create_makes_version_one_and_its_hsm_object(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    key, created = registry.create_sync("backup-share", "aes256-gcm96")
+    assert created is True
+    assert key.name == "backup-share"
+    assert key.type is KEY_TYPES["aes256-gcm96"]
+    assert key.latest_version == 1
+    assert key.min_decryption_version == 1
+    assert key.min_encryption_version == 0
+    assert key.deletion_allowed is False
+    assert list(key.versions) == [1]
+    assert hsm.labels() == {key.versions[1].hsm_id: "vault:backup-share:v1"}
+    assert version_rows(registry, "backup-share") == 1
+
+
+def test_create_is_idempotent_and_returns_the_existing_key_unchanged(
+    registry: KeyRegistry, hsm: FakeHsm
+) -> None:
+    first, _ = registry.create_sync("backup-share", "aes256-gcm96")
+    objects_before = hsm.labels()
+    again, created = registry.create_sync("backup-share", "hmac", auto_rotate_period=7200)
+    assert created is False
+    assert again == first
+    assert again.type.name == "aes256-gcm96"
+    assert again.auto_rotate_period == 0
+    assert hsm.labels() == objects_before
+    assert version_rows(registry, "backup-share") == 1
+
+
+@pytest.mark.parametrize("type_name", sorted(KEY_TYPES))
+def test_each_key_type_gets_its_objects_and_labels(
+    registry: KeyRegistry, hsm: FakeHsm, type_name: str
+) -> None:
+    key, _ = registry.create_sync(f"k-{type_name}", type_name)
+    assert hsm.labels() == expected_objects(key)
+    assert len(hsm.labels()) == len(KEY_TYPES[type_name].objects)
+
+
+def test_otp_seed_key_has_a_wrap_and_a_bind_object(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    key, _ = registry.create_sync("otp-seeds", "otp-seed")
+    hsm_id = key.versions[1].hsm_id
+    assert hsm.labels() == {
+        hsm_id + b"wrap": "vault:otp-seeds:v1:wrap",
+        hsm_id + b"bind": "vault:otp-seeds:v1:bind",
+    }
+    assert hsm.ops.store[hsm_id + b"wrap"].spec is KeySpec.AES256
+    assert hsm.ops.store[hsm_id + b"bind"].spec is KeySpec.HMAC256
+
+
+def test_create_refuses_unknown_type_without_touching_the_hsm(
+    registry: KeyRegistry, hsm: FakeHsm
+) -> None:
+    with pytest.raises(BadRequest, match="unknown key type 'aes128'"):
+        registry.create_sync("k", "aes128")
+    assert hsm.labels() == {}
+    with pytest.raises(NotFound):
+        registry.get_sync("k")
+
+
+def test_create_refuses_negative_rotation_period(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    with pytest.raises(BadRequest, match="auto_rotate_period"):
+        registry.create_sync("k", "aes256-gcm96", auto_rotate_period=-1)
+    assert hsm.labels() == {}
+
+
+def test_create_refuses_rotation_period_under_an_hour(registry: KeyRegistry) -> None:
+    with pytest.raises(BadRequest, match="at least one hour"):
+        registry.create_sync("k", "aes256-gcm96", auto_rotate_period=60)
+
+
+def test_a_failed_create_leaves_no_object_and_no_row(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    class BindFails(FakeOps):
+        def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
+            if spec is KeySpec.HMAC256:
+                raise HsmUnavailable()
+            super().generate(spec, key_id, label)
+
+    hsm.ops = BindFails()
+    with pytest.raises(HsmUnavailable):
+        registry.create_sync("otp-seeds", "otp-seed")
+    assert hsm.labels() == {}  # the "wrap" object made first was destroyed again
+    with pytest.raises(NotFound):
+        registry.get_sync("otp-seeds")
+
+
+INVALID_NAMES = [
+    "",
+    "-leading-dash",
+    ".hidden",
+    "_under",
+    "has space",
+    "slash/name",
+    "back\\slash",
+    "colon:name",
+    "star*",
+    "new\nline",
+    "trailing\n",
+    "caf\u00e9",
+    "a" * 129,
+]
+
+
+@pytest.mark.parametrize("name", INVALID_NAMES)
+def test_invalid_names_are_refused(registry: KeyRegistry, hsm: FakeHsm, name: str) -> None:
+    with pytest.raises(BadRequest, match="key name must be"):
+        registry.create_sync(name, "aes256-gcm96")
+    with pytest.raises(BadRequest, match="key name must be"):
+        validate_name(name)
+    assert hsm.labels() == {}
+
+
+@pytest.mark.parametrize("name", ["a", "A", "0", "key.v2", "key_2", "a-b-c", "a" * 128])
+def test_valid_names_are_accepted(registry: KeyRegistry, name: str) -> None:
+    assert registry.create_sync(name, "aes256-gcm96")[0].name == name
+
+
+# -- rotate -------------------------------------------------------------------------------
+
+
+def test_rotate_accumulates_versions_each_with_its_own_objects(
+    registry: KeyRegistry, hsm: FakeHsm
+) -> None:
+    first, _ = registry.create_sync("otp-seeds", "otp-seed")
+    for expected in (2, 3, 4):
+        key = registry.rotate_sync("otp-seeds")
+        assert key.latest_version == expected
+    assert sorted(key.versions) == [1, 2, 3, 4]
+    assert key.versions[1] == first.versions[1]
+    assert len({v.hsm_id for v in key.versions.values()}) == 4
+    assert hsm.labels() == expected_objects(key)
+    assert sorted(hsm.labels().values()) == sorted(
+        f"vault:otp-seeds:v{n}:{role}" for n in (1, 2, 3, 4) for role in ("wrap", "bind")
+    )
+    assert version_rows(registry, "otp-seeds") == 4
+    assert key.min_decryption_version == 1
+
+
+def test_rotate_labels_follow_the_scheme(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    registry.create_sync("backup-share", "aes256-gcm96")
+    key = registry.rotate_sync("backup-share")
+    assert hsm.labels() == {
+        key.versions[1].hsm_id: "vault:backup-share:v1",
+        key.versions[2].hsm_id: "vault:backup-share:v2",
+    }
+
+
+def test_rotate_of_an_unknown_key_is_not_found(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    with pytest.raises(NotFound):
+        registry.rotate_sync("nope")
+    assert hsm.labels() == {}
+
+
+def test_rotation_is_seen_by_another_registry_on_the_same_database(
+    registry: KeyRegistry, hsm: FakeHsm
+) -> None:
+    registry.create_sync("backup-share", "aes256-gcm96")
+    other = KeyRegistry(registry.engine, hsm, cache_ttl=0)
+    assert asyncio.run(other.get("backup-share")).latest_version == 1
+    registry.rotate_sync("backup-share")
+    assert asyncio.run(other.get("backup-share")).latest_version == 2
+
+
+# -- configure ----------------------------------------------------------------------------
+
+PERIOD = r"auto_rotate_period must be 0 \(off\) or at least one hour"
+
+
+@pytest.fixture
+def three(registry: KeyRegistry) -> KeyRegistry:
+    registry.create_sync("k", "aes256-gcm96")
+    registry.rotate_sync("k")
+    registry.rotate_sync("k")
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"min_decryption_version": 4}, "min_decryption_version must be between 1 and the latest"),
+        ({"min_decryption_version": 0}, "min_decryption_version must be between 1 and the latest"),
+        ({"min_encryption_version": 4}, "min_encryption_version must be between 0 and the latest"),
+        ({"min_encryption_version": -1}, "min_encryption_version must be between 0 and the latest"),
+        (
+            {"min_decryption_version": 3, "min_encryption_version": 2},
+            "min_encryption_version must be 0 or at least min_decryption_version",
+        ),
+        ({"auto_rotate_period": 3599}, PERIOD),
+        ({"auto_rotate_period": 1}, PERIOD),
+        ({"auto_rotate_period": -3600}, PERIOD),
+    ],
+)
+def test_configure_refuses_with_a_clear_message(
+    three: KeyRegistry, changes: dict[str, int], message: str
+) -> None:
+    before = three.get_sync("k")
+    with pytest.raises(BadRequest, match=message):
+        three.configure_sync("k", **changes)  # type: ignore[arg-type]
+    after = three.get_sync("k")
+    assert after == before  # nothing half-applied
+
+
+def test_configure_refuses_min_encryption_below_an_existing_min_decryption(
+    three: KeyRegistry,
+) -> None:
+    three.configure_sync("k", min_decryption_version=3)
+    with pytest.raises(BadRequest, match="at least min_decryption_version"):
+        three.configure_sync("k", min_encryption_version=2)
+
+
+def test_configure_refuses_min_decryption_above_an_existing_min_encryption(
+    three: KeyRegistry,
+) -> None:
+    three.configure_sync("k", min_encryption_version=2)
+    with pytest.raises(BadRequest, match="at least min_decryption_version"):
+        three.configure_sync("k", min_decryption_version=3)
+
+
+def test_configure_applies_and_persists(three: KeyRegistry, hsm: FakeHsm) -> None:
+    key = three.configure_sync(
+        "k",
+        min_decryption_version=2,
+        min_encryption_version=3,
+        deletion_allowed=True,
+        auto_rotate_period=3600,
+    )
+    fresh = KeyRegistry(three.engine, hsm).get_sync("k")
+    for seen in (key, fresh):
+        assert seen.min_decryption_version == 2
+        assert seen.min_encryption_version == 3
+        assert seen.deletion_allowed is True
+        assert seen.auto_rotate_period == 3600
+    # Raising min_decryption_version destroys nothing: every version's object remains.
+    assert hsm.labels() == expected_objects(fresh)
+    assert three.configure_sync("k", auto_rotate_period=0).auto_rotate_period == 0
+
+
+def test_configure_of_an_unknown_key_is_not_found(registry: KeyRegistry) -> None:
+    with pytest.raises(NotFound):
+        registry.configure_sync("nope", deletion_allowed=True)
+
+
+# -- delete -------------------------------------------------------------------------------
+
+
+def test_delete_is_refused_unless_allowed(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    registry.create_sync("backup-share", "aes256-gcm96")
+    objects = hsm.labels()
+    with pytest.raises(BadRequest, match="deletion is not allowed"):
+        registry.delete_sync("backup-share")
+    assert registry.get_sync("backup-share").latest_version == 1
+    assert hsm.labels() == objects
+    assert version_rows(registry, "backup-share") == 1
+
+
+def test_delete_removes_rows_and_destroys_every_object(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    registry.create_sync("keep", "aes256-gcm96")
+    kept = hsm.labels()
+    registry.create_sync("otp-seeds", "otp-seed")
+    registry.rotate_sync("otp-seeds")
+    key = registry.configure_sync("otp-seeds", deletion_allowed=True)
+    doomed = expected_objects(key)
+    assert len(doomed) == 4
+    asyncio.run(registry.get("otp-seeds"))  # warm the cache: delete must drop it too
+    registry.delete_sync("otp-seeds")
+    with pytest.raises(NotFound):
+        registry.get_sync("otp-seeds")
+    with pytest.raises(NotFound):
+        asyncio.run(registry.get("otp-seeds"))
+    assert version_rows(registry, "otp-seeds") == 0
+    assert not any(hsm.ops.exists(oid) for oid in doomed)
+    assert hsm.labels() == kept
+    assert asyncio.run(registry.names()) == ["keep"]
+
+
+def test_a_deleted_name_can_be_created_afresh(registry: KeyRegistry) -> None:
+    old, _ = registry.create_sync("k", "aes256-gcm96")
+    registry.rotate_sync("k")
+    registry.configure_sync("k", deletion_allowed=True)
+    registry.delete_sync("k")
+    new, created = registry.create_sync("k", "hmac")
+    assert created is True
+    assert new.latest_version == 1
+    assert new.type.name == "hmac"
+    assert new.versions[1].hsm_id != old.versions[1].hsm_id
+
+
+def test_names_are_listed_sorted(registry: KeyRegistry) -> None:
+    for name in ("b", "a", "c"):
+        registry.create_sync(name, "aes256-gcm96")
+    assert asyncio.run(registry.names()) == ["a", "b", "c"]
