@@ -13,13 +13,16 @@ from litestar import Litestar, Request, Response, get
 from litestar.config.app import AppConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import text
 
 from api.otp import OtpController
+from api.payout import PayoutController
 from api.responses import error
 from api.security import OPENAPI_PATH, PUBLIC, authorize
+from api.signing import SigningController
 from api.transit import TransitController
 from vault.config import Settings, load_settings
 from vault.errors import RateLimited, VaultError
@@ -120,9 +123,16 @@ def _list_method(app: ASGIApp) -> ASGIApp:
 
 
 def create_litestar(
-    settings: Settings | None = None, runtime_factory: Callable[[Settings], Runtime] | None = None
+    settings: Settings | None = None,
+    runtime_factory: Callable[[Settings], Runtime] | None = None,
+    *,
+    owns_runtime: bool = True,
 ) -> Litestar:
-    """The Litestar app; each worker process builds its own runtime (HSM session, pools)."""
+    """The Litestar app; each worker process builds its own runtime (HSM session, pools).
+
+    ``owns_runtime=False`` leaves the runtime open at shutdown: closing the session that
+    logged in logs out every session of the process (PKCS#11 login state is per process).
+    """
     settings = settings or load_settings()
     factory = runtime_factory or Runtime.start
 
@@ -132,10 +142,18 @@ def create_litestar(
         try:
             yield
         finally:
-            app.state.runtime.close()
+            if owns_runtime:
+                app.state.runtime.close()
 
     config = AppConfig(
-        route_handlers=[TransitController, OtpController, health, metrics],
+        route_handlers=[
+            TransitController,
+            OtpController,
+            SigningController,
+            PayoutController,
+            health,
+            metrics,
+        ],
         before_request=authorize,
         exception_handlers={
             VaultError: _vault_error,
@@ -143,7 +161,12 @@ def create_litestar(
             Exception: _internal_error,
         },
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="hsm-vault", version=VERSION, path=OPENAPI_PATH),
+        openapi_config=OpenAPIConfig(
+            title="hsm-vault",
+            version=VERSION,
+            path=OPENAPI_PATH,
+            render_plugins=[JsonRenderPlugin()],
+        ),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         logging_config=None,

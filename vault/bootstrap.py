@@ -14,7 +14,8 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from vault import db
 from vault.config import Settings
@@ -127,6 +128,51 @@ def ensure_dev_credentials(settings: Settings) -> list[str]:
     return written
 
 
+def dev_partner_key_path(settings: Settings, partner: str, role: str) -> Path:
+    """A dev partner's private key (PKCS#8 PEM); ``role`` is "sig" or "enc"."""
+    return settings.var_dir / "dev-partners" / f"{partner}-{role}.pem"
+
+
+def _dev_partner_key(key_type: str) -> PrivateKeyTypes:
+    if key_type == "rsa-3072":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def ensure_dev_partners(settings: Settings) -> list[str]:
+    """Key pairs for each dev partner, of the same kinds as the keys we use with it: a
+    signing key like our ``signing_key`` and an encryption key like our ``decryption_key``
+    (public PEM beside each private one, for ``sig_public_key_file``/``enc_public_key_file``)."""
+    policies = load_policies(settings.policies_dir, settings.var_dir, require_keys=False)
+    written = []
+    for partner in policies.partners.values():
+        if not partner.dev:
+            continue
+        for role, our_key in (("sig", partner.signing_key), ("enc", partner.decryption_key)):
+            path = dev_partner_key_path(settings, partner.name, role)
+            if path.exists():
+                continue
+            declared = policies.keys.get(our_key)
+            key = _dev_partner_key(declared.type if declared else "ecdsa-p256")
+            _write_private(
+                path,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            )
+            path.with_suffix(".pub.pem").write_bytes(
+                key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+            written.append(f"{partner.name}-{role}")
+    return written
+
+
 def bootstrap(settings: Settings) -> None:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     ensure_softhsm_config(settings)
@@ -139,6 +185,7 @@ def bootstrap(settings: Settings) -> None:
     finally:
         engine.dispose()
     ensure_dev_credentials(settings)
+    ensure_dev_partners(settings)
     create_declared_keys(settings)
 
 

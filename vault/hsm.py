@@ -22,7 +22,8 @@ class KeySpec(enum.Enum):
     """What one HSM object (or key pair) is. Every one is sensitive and never extractable."""
 
     AES256 = "aes256"
-    HMAC256 = "hmac256"
+    HMAC256 = "hmac256"  # a 256-bit generic secret (HMAC-SHA-256)
+    HMAC512 = "hmac512"  # a 512-bit generic secret (HMAC-SHA-256/384/512)
     EC_P256 = "ec-p256"
     ED25519 = "ed25519"
     RSA3072 = "rsa3072"

@@ -31,7 +31,7 @@ KEY_TYPES: dict[str, KeyType] = {
     t.name: t
     for t in (
         KeyType("aes256-gcm96", (("", KeySpec.AES256),), encryption=True),
-        KeyType("hmac", (("", KeySpec.HMAC256),), hmac=True),
+        KeyType("hmac", (("", KeySpec.HMAC512),), hmac=True),
         KeyType("ecdsa-p256", (("", KeySpec.EC_P256),), signing=True),
         KeyType("ed25519", (("", KeySpec.ED25519),), signing=True),
         KeyType("rsa-3072", (("", KeySpec.RSA3072),), signing=True),

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from vault.errors import ConfigError
-from vault.keys import KEY_NAME
+from vault.keys import KEY_NAME, MIN_ROTATE_PERIOD
 from vault.keytypes import KEY_TYPES
 
 # Operations a grant can name. "otp:*", "transit:*" and "*" are shorthands.
@@ -48,6 +48,11 @@ _SHORTHANDS = {
     "datakey": frozenset({"datakey:plaintext", "datakey:wrapped"}),
     "configure": frozenset({"config"}),
 }
+
+DEFAULT_CLOCK_SKEW = 30
+MAX_CLOCK_SKEW = 3600
+DEFAULT_AUDIENCE = "hsm-vault"
+PARTNER_KEY_MANAGEMENT = ("RSA-OAEP-256", "RSA-OAEP", "ECDH-ES+A256KW")
 
 # The JWS algorithm each kind of service key signs with (RFC 8037, RFC 7518 §3.4).
 _ALGORITHM_FOR_KEY = {ed25519.Ed25519PublicKey: "EdDSA", ec.EllipticCurvePublicKey: "ES256"}
@@ -92,9 +97,28 @@ class DeclaredKey:
 @dataclass(frozen=True, slots=True)
 class Partner:
     name: str
-    public_key_pem: bytes
+    public_key_pem: bytes  # one key for both roles, unless sig_/enc_ keys are given
     signing_key: str  # our key that signs what we seal to this partner
     decryption_key: str  # our key the partner encrypts to
+    sig_public_key_pem: bytes = b""  # the partner's key that signs what it sends us
+    enc_public_key_pem: bytes = b""  # the partner's key we encrypt to
+    key_management: str = ""  # JWE alg the partner must use to us; "" = by our key's type
+    max_clock_skew: int = DEFAULT_CLOCK_SKEW  # seconds either side of `iat`
+    issuer: str = ""  # the partner's own id (`iss` of what it sends); "" = its name
+    audience: str = DEFAULT_AUDIENCE  # our id as the partner knows us (`aud` it sends)
+    dev: bool = False  # `make run` generates its key pairs under var/dev-partners/
+
+    @property
+    def partner_id(self) -> str:
+        return self.issuer or self.name
+
+    @property
+    def signature_key_pem(self) -> bytes:
+        return self.sig_public_key_pem or self.public_key_pem
+
+    @property
+    def encryption_key_pem(self) -> bytes:
+        return self.enc_public_key_pem or self.public_key_pem
 
 
 @dataclass(slots=True)
@@ -151,6 +175,8 @@ def _merge(
                 raise _PolicyFileError(f"[otp] {field_name} must be a positive integer")
             setattr(policies, f"otp_{field_name}", value)
     for name, spec in _table(doc, "keys").items():
+        if name in policies.keys:
+            raise _PolicyFileError(f"key {name!r} is declared twice")
         policies.keys[name] = _declared_key(name, spec)
     for name, spec in _table(doc, "services").items():
         if name in policies.services:
@@ -160,7 +186,9 @@ def _merge(
         if service.dev:
             dev.append(name)
     for name, spec in _table(doc, "partners").items():
-        policies.partners[name] = _partner(name, spec, var_dir)
+        if name in policies.partners:
+            raise _PolicyFileError(f"partner {name!r} is declared twice")
+        policies.partners[name] = _partner(name, spec, var_dir, require_keys)
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -180,8 +208,15 @@ def _declared_key(name: str, spec: Any) -> DeclaredKey:
     if kind not in KEY_TYPES:
         raise _PolicyFileError(f"key {name!r}: type must be one of {sorted(KEY_TYPES)}")
     period = spec.get("auto_rotate_period", 0)
-    if not isinstance(period, int) or period < 0:
-        raise _PolicyFileError(f"key {name!r}: auto_rotate_period must be seconds >= 0")
+    if (
+        not isinstance(period, int)
+        or isinstance(period, bool)
+        or (period != 0 and period < MIN_ROTATE_PERIOD)
+        or period < 0
+    ):
+        raise _PolicyFileError(
+            f"key {name!r}: auto_rotate_period must be 0 or at least {MIN_ROTATE_PERIOD} seconds"
+        )
     return DeclaredKey(name, kind, period)
 
 
@@ -218,12 +253,14 @@ def _service(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Service
     return Service(name, public_key, algorithm, tuple(grants), bool(spec.get("dev", False)))
 
 
-def _read_pem(spec: dict[str, Any], var_dir: Path, what: str, required: bool) -> bytes | None:
-    if "public_key" in spec:
-        return str(spec["public_key"]).encode()
-    path_text = spec.get("public_key_file")
+def _read_pem(
+    spec: dict[str, Any], var_dir: Path, what: str, required: bool, prefix: str = ""
+) -> bytes | None:
+    if f"{prefix}public_key" in spec:
+        return str(spec[f"{prefix}public_key"]).encode()
+    path_text = spec.get(f"{prefix}public_key_file")
     if not isinstance(path_text, str):
-        raise _PolicyFileError(f"{what}: needs public_key or public_key_file")
+        raise _PolicyFileError(f"{what}: needs {prefix}public_key or {prefix}public_key_file")
     path = Path(path_text.replace("{var}", str(var_dir)))
     try:
         return path.read_bytes()
@@ -251,14 +288,81 @@ def _public_key(name: str, spec: dict[str, Any], var_dir: Path, required: bool) 
     raise _PolicyFileError(f"service {name!r}: public key must be Ed25519 or EC P-256")
 
 
-def _partner(name: str, spec: Any, var_dir: Path) -> Partner:
+_PARTNER_FIELDS = {
+    "public_key",
+    "public_key_file",
+    "sig_public_key",
+    "sig_public_key_file",
+    "enc_public_key",
+    "enc_public_key_file",
+    "signing_key",
+    "decryption_key",
+    "key_management",
+    "max_clock_skew",
+    "issuer",
+    "audience",
+    "dev",
+}
+
+
+def _partner_pem(
+    name: str, spec: dict[str, Any], var_dir: Path, prefix: str, required: bool
+) -> bytes:
+    """One of the partner's PEM public keys, or b"" when not declared (or not yet made)."""
+    if f"{prefix}public_key" not in spec and f"{prefix}public_key_file" not in spec:
+        return b""
+    pem = _read_pem(spec, var_dir, f"partner {name!r}", required, prefix) or b""
+    if pem:
+        try:
+            serialization.load_pem_public_key(pem)
+        except ValueError:
+            raise _PolicyFileError(
+                f"partner {name!r}: {prefix}public_key is not a PEM public key"
+            ) from None
+    return pem
+
+
+def _partner(name: str, spec: Any, var_dir: Path, require_keys: bool = False) -> Partner:
     if not isinstance(spec, dict):
         raise _PolicyFileError(f"partner {name!r} must be a table")
-    extra = set(spec) - {"public_key", "public_key_file", "signing_key", "decryption_key"}
+    extra = set(spec) - _PARTNER_FIELDS
     if extra:
         raise _PolicyFileError(f"partner {name!r}: unknown field(s) {sorted(extra)}")
-    pem = _read_pem(spec, var_dir, f"partner {name!r}", required=False) or b""
+    dev = spec.get("dev", False)
+    if not isinstance(dev, bool):
+        raise _PolicyFileError(f"partner {name!r}: dev must be true or false")
+    required = require_keys and not dev
+    pems = {p: _partner_pem(name, spec, var_dir, p, required) for p in ("", "sig_", "enc_")}
+    if not (dev or pems[""] or (pems["sig_"] and pems["enc_"])) and required:
+        raise _PolicyFileError(
+            f"partner {name!r}: needs public_key, or sig_public_key and enc_public_key"
+        )
     signing, decryption = spec.get("signing_key"), spec.get("decryption_key")
     if not isinstance(signing, str) or not isinstance(decryption, str):
         raise _PolicyFileError(f"partner {name!r}: needs signing_key and decryption_key")
-    return Partner(name, pem, signing, decryption)
+    key_management = spec.get("key_management", "")
+    if key_management and key_management not in PARTNER_KEY_MANAGEMENT:
+        raise _PolicyFileError(
+            f"partner {name!r}: key_management must be one of {list(PARTNER_KEY_MANAGEMENT)}"
+        )
+    skew = spec.get("max_clock_skew", DEFAULT_CLOCK_SKEW)
+    if not isinstance(skew, int) or isinstance(skew, bool) or not 1 <= skew <= MAX_CLOCK_SKEW:
+        raise _PolicyFileError(
+            f"partner {name!r}: max_clock_skew must be 1 to {MAX_CLOCK_SKEW} seconds"
+        )
+    issuer, audience = spec.get("issuer", ""), spec.get("audience", DEFAULT_AUDIENCE)
+    if not isinstance(issuer, str) or not isinstance(audience, str) or not audience:
+        raise _PolicyFileError(f"partner {name!r}: issuer and audience must be strings")
+    return Partner(
+        name,
+        pems[""],
+        signing,
+        decryption,
+        sig_public_key_pem=pems["sig_"],
+        enc_public_key_pem=pems["enc_"],
+        key_management=key_management,
+        max_clock_skew=skew,
+        issuer=issuer,
+        audience=audience,
+        dev=dev,
+    )

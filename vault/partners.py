@@ -1,0 +1,347 @@
+"""Sealed partner messages: sign with our HSM key, then encrypt to the partner (and back).
+
+``seal``: the claims ``{iss, aud, iat, jti, payload | payload_b64}`` are signed as a compact
+JWS with our signing key (in the HSM), then encrypted as a compact JWE (``cty: JWT``, RFC 7519
+§5.2) under a fresh content key drawn from the HSM's RNG and wrapped to the partner's public
+key on the host. ``open``: the content key is recovered with our decryption key in the HSM
+(RSA-OAEP decryption, or the ECDH step of ECDH-ES whose Concat KDF and AES key unwrap then run
+on the host over Z), the content is decrypted, the partner's signature is verified with its
+registered public key, and the message is refused if its ``iat`` is outside the partner's
+window or its ``jti`` was seen before (an INSERT into ``seen_messages``: atomic across
+replicas). The profile is in ``vault/jose.py``; docs/signing-and-partners.md has it in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import delete, insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from vault import db, jose
+from vault.errors import BadRequest, NotFound, StoreUnavailable, VaultError
+from vault.hsm import Hsm, HsmOps, KeySpec
+from vault.keys import Key, KeyRegistry, KeyVersion
+from vault.policy import Partner, Policies
+from vault.signing import (
+    PublicKey,
+    PublicKeys,
+    b64url,
+    hsm_input,
+    jws_algorithm,
+    plan_for_jws,
+    public_jwk,
+    require_signing,
+    version_for_use,
+)
+
+MESSAGE_ID_BYTES = 16  # 128 random bits: collisions are not a concern
+MAX_MESSAGE_ID_CHARS = 128  # the width of seen_messages.message_id
+# Ledger rows outlive the clock window by this much, so replicas whose clocks differ a little
+# still find the row of any message that could pass their own check.
+LEDGER_MARGIN = 60
+PRUNE_INTERVAL = 60.0
+_KID = re.compile(r"^(?P<name>.+):v(?P<version>[1-9][0-9]{0,8})$")
+_HSM_HASH = "sha256"  # the JWS algorithms here all hash with SHA-256
+
+
+@dataclass(frozen=True, slots=True)
+class SealedMessage:
+    jwe: str
+    message_id: str
+    issued_at: int
+    key_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedMessage:
+    payload: Any
+    payload_b64: bytes | None
+    message_id: str
+    issued_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class _PartnerKeys:
+    signature: PublicKey
+    signature_alg: str
+    encryption: PublicKey
+    encryption_alg: str
+
+
+class ReplayLedger:
+    """Message ids already opened, per partner, until their messages would be stale anyway."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._pruned = 0.0
+
+    def remember(self, partner: str, message_id: str, expires_at: float, now: float) -> None:
+        """Record a message id; a second record of the same id (any replica) is a replay."""
+        try:
+            with self._engine.begin() as conn:
+                if now - self._pruned > PRUNE_INTERVAL:
+                    conn.execute(
+                        delete(db.seen_messages).where(db.seen_messages.c.expires_at < now)
+                    )
+                conn.execute(
+                    insert(db.seen_messages).values(
+                        partner=partner, message_id=message_id, expires_at=expires_at
+                    )
+                )
+        except IntegrityError:
+            raise BadRequest("message replayed") from None
+        except SQLAlchemyError:
+            raise StoreUnavailable() from None
+        if now - self._pruned > PRUNE_INTERVAL:
+            self._pruned = now
+
+
+class PartnerMessages:
+    def __init__(
+        self,
+        policies: Policies,
+        registry: KeyRegistry,
+        hsm: Hsm,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policies = policies
+        self.registry = registry
+        self.hsm = hsm
+        self.ledger = ReplayLedger(engine)
+        self._clock = clock
+        self._keys: dict[str, _PartnerKeys] = {}
+
+    def partner(self, name: str) -> Partner:
+        found = self.policies.partners.get(name)
+        if found is None:
+            raise NotFound("unknown partner")
+        return found
+
+    def _partner_keys(self, partner: Partner) -> _PartnerKeys:
+        cached = self._keys.get(partner.name)
+        if cached is not None:
+            return cached
+        if not partner.signature_key_pem or not partner.encryption_key_pem:
+            raise BadRequest("partner has no public keys configured")
+        signature = jose.load_public_pem(partner.signature_key_pem, "partner signing key")
+        encryption = jose.load_public_pem(partner.encryption_key_pem, "partner encryption key")
+        keys = _PartnerKeys(
+            signature,
+            jose.signature_algorithm_for(signature),
+            encryption,
+            jose.key_management_for(encryption),
+        )
+        self._keys[partner.name] = keys
+        return keys
+
+    # -- seal ------------------------------------------------------------------------------
+
+    async def seal(
+        self, partner_name: str, payload: Any = None, payload_b64: bytes | None = None
+    ) -> SealedMessage:
+        partner = self.partner(partner_name)
+        keys = self._partner_keys(partner)
+        key = await self.registry.get(partner.signing_key)
+        require_signing(key)
+        version = version_for_use(key, None, "signing")
+        now = int(self._clock())
+        message_id = b64url(secrets.token_bytes(MESSAGE_ID_BYTES))
+        claims: dict[str, Any] = {
+            "iss": partner.audience,
+            "aud": partner.partner_id,
+            "iat": now,
+            "jti": message_id,
+        }
+        if payload_b64 is not None:
+            claims["payload_b64"] = base64.b64encode(payload_b64).decode()
+        else:
+            claims["payload"] = payload
+        header = {"alg": jws_algorithm(key), "kid": f"{key.name}:v{version.version}", "typ": "JWT"}
+        to_sign = jose.signing_input(header, jose.encode_json(claims))
+        plan = plan_for_jws(key)
+        prepared = hsm_input(plan, to_sign, prehashed=False)
+        oid = version.object_id()
+
+        def job(ops: HsmOps) -> tuple[bytes, bytes]:
+            fresh = ops.random(jose.CEK_BYTES + jose.IV_BYTES)
+            return fresh, ops.sign(oid, plan.scheme, prepared, _HSM_HASH)
+
+        fresh, signature = await self.hsm.run(job)
+        # ES256's JWS signature is the raw r || s the HSM returns (RFC 7518 §3.4).
+        jws = f"{to_sign.decode('ascii')}.{b64url(signature)}"
+        cek, iv = fresh[: jose.CEK_BYTES], fresh[jose.CEK_BYTES :]
+        extra, encrypted_key = jose.wrap_cek(keys.encryption, keys.encryption_alg, cek)
+        protected = {"alg": keys.encryption_alg, "enc": jose.ENC, "cty": "JWT", **extra}
+        protected_b64 = b64url(jose.encode_json(protected))
+        sealed = jose.encrypt_content(cek, iv, protected_b64, jws.encode("ascii"))
+        ciphertext, tag = sealed[: -jose.TAG_BYTES], sealed[-jose.TAG_BYTES :]
+        compact = ".".join(
+            (protected_b64, b64url(encrypted_key), b64url(iv), b64url(ciphertext), b64url(tag))
+        )
+        return SealedMessage(compact, message_id, now, version.version)
+
+    # -- open ------------------------------------------------------------------------------
+
+    def inbound_algorithm(self, partner: Partner, key: Key) -> str:
+        """The JWE ``alg`` this partner must use to us: fixed by our key and the policy."""
+        spec = key.type.spec
+        if spec is KeySpec.EC_P256:
+            if partner.key_management not in ("", jose.ECDH_ES_A256KW):
+                raise BadRequest("partner key_management does not fit the decryption key")
+            return jose.ECDH_ES_A256KW
+        if spec is KeySpec.RSA3072:
+            if partner.key_management not in ("", jose.RSA_OAEP_256, jose.RSA_OAEP):
+                raise BadRequest("partner key_management does not fit the decryption key")
+            return partner.key_management or jose.RSA_OAEP_256
+        raise BadRequest(f"key type {key.type.name} cannot decrypt partner messages")
+
+    @staticmethod
+    def _decryption_version(key: Key, header: dict[str, Any]) -> KeyVersion:
+        kid = header.get("kid")
+        if kid is None:
+            return key.versions[key.latest_version]
+        match = _KID.fullmatch(kid) if isinstance(kid, str) else None
+        if match is None or match["name"] != key.name:
+            raise BadRequest("JWE kid does not name the partner's decryption key")
+        found = key.versions.get(int(match["version"]))
+        if found is None or found.version < key.min_decryption_version:
+            raise BadRequest("JWE kid names a key version that is not available")
+        return found
+
+    async def _content_key(
+        self, alg: str, version: KeyVersion, header: dict[str, Any], encrypted_key: bytes
+    ) -> bytes | None:
+        oid = version.object_id()
+        if alg == jose.ECDH_ES_A256KW:
+            point = jose.peer_point(header)
+            apu, apv = jose.party_info(header, "apu"), jose.party_info(header, "apv")
+
+            def agree(ops: HsmOps) -> bytes:
+                return ops.ecdh(oid, point)
+
+            z = await self.hsm.run(agree)
+            return jose.unwrap_cek(jose.concat_kdf(z, alg, apu, apv), encrypted_key)
+        hash_name = jose.OAEP_HASH[alg]
+
+        def decrypt(ops: HsmOps) -> bytes:
+            return ops.rsa_oaep_decrypt(oid, encrypted_key, hash_name)
+
+        try:
+            return await self.hsm.run(decrypt)
+        except VaultError as exc:
+            if exc.status == 400:  # a block that does not decrypt; the device is fine
+                return None
+            raise
+
+    async def open(self, partner_name: str, compact: str) -> OpenedMessage:
+        partner = self.partner(partner_name)
+        keys = self._partner_keys(partner)
+        key = await self.registry.get(partner.decryption_key)
+        alg = self.inbound_algorithm(partner, key)
+        parts = jose.split_compact(compact, 5, "JWE")
+        protected_b64 = parts[0]
+        header = jose.decode_json(jose.decode_segment(protected_b64, "JWE header"), "JWE header")
+        jose.check_header(header, "JWE", alg)
+        if header.get("enc") != jose.ENC:
+            raise BadRequest(f"unexpected JWE enc (this profile uses {jose.ENC})")
+        if "zip" in header:
+            raise BadRequest("JWE compression is not supported")
+        cty = header.get("cty")
+        if cty is not None and (not isinstance(cty, str) or cty.upper() != "JWT"):
+            raise BadRequest("JWE cty must be JWT (a nested signed message)")
+        version = self._decryption_version(key, header)
+        encrypted_key, iv, ciphertext, tag = (
+            jose.decode_segment(p, "JWE segment") for p in parts[1:]
+        )
+        cek = await self._content_key(alg, version, header, encrypted_key)
+        if cek is None or len(cek) != jose.CEK_BYTES:
+            # RFC 7516 §11.5: carry on with a random key, so a bad key block and a bad
+            # ciphertext fail alike, at the same step.
+            cek = secrets.token_bytes(jose.CEK_BYTES)
+        inner = jose.decrypt_content(cek, iv, protected_b64, ciphertext, tag)
+        if inner is None:
+            raise BadRequest("message could not be decrypted")
+        try:
+            jws = inner.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("message is not a compact JWS") from None
+        claims = jose.decode_json(
+            jose.verify_compact_jws(jws, keys.signature, keys.signature_alg), "message claims"
+        )
+        return await self._accept(partner, claims)
+
+    async def _accept(self, partner: Partner, claims: dict[str, Any]) -> OpenedMessage:
+        if claims.get("iss") != partner.partner_id:
+            raise BadRequest("message iss does not name the partner")
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if partner.audience not in audiences:
+            raise BadRequest("message aud does not name this vault")
+        message_id, issued_at = claims.get("jti"), claims.get("iat")
+        if (
+            not isinstance(message_id, str)
+            or not 0 < len(message_id) <= MAX_MESSAGE_ID_CHARS
+            or not message_id.isprintable()
+        ):
+            raise BadRequest("message jti must be a string of 1 to 128 characters")
+        if not isinstance(issued_at, int) or isinstance(issued_at, bool):
+            raise BadRequest("message iat must be an integer (seconds since the epoch)")
+        now = self._clock()
+        skew = partner.max_clock_skew
+        if abs(now - issued_at) > skew:
+            raise BadRequest("message timestamp outside the allowed window")
+        expires = claims.get("exp")
+        if expires is not None and (not isinstance(expires, int | float) or now > expires + skew):
+            raise BadRequest("message timestamp outside the allowed window")
+        payload_b64: bytes | None = None
+        if "payload_b64" in claims:
+            encoded = claims["payload_b64"]
+            try:
+                payload_b64 = base64.b64decode(str(encoded), validate=True)
+            except ValueError:
+                raise BadRequest("message payload_b64 is not base64") from None
+        elif "payload" not in claims:
+            raise BadRequest("message has no payload")
+        await asyncio.to_thread(
+            self.ledger.remember, partner.name, message_id, issued_at + skew + LEDGER_MARGIN, now
+        )
+        return OpenedMessage(claims.get("payload"), payload_b64, message_id, issued_at)
+
+    # -- keys for the partner --------------------------------------------------------------
+
+    async def jwks(self, partner_name: str, public_keys: PublicKeys) -> dict[str, Any]:
+        """What the partner needs from us: our signing keys (``use: sig``) and decryption
+        keys (``use: enc``, with the ``alg`` it must use), every usable version."""
+        partner = self.partner(partner_name)
+        signing = await self.registry.get(partner.signing_key)
+        require_signing(signing)
+        decryption = await self.registry.get(partner.decryption_key)
+        enc_alg = self.inbound_algorithm(partner, decryption)
+        out: list[dict[str, str]] = []
+        for key, use, alg in (
+            (signing, "sig", jws_algorithm(signing)),
+            (decryption, "enc", enc_alg),
+        ):
+            versions = [
+                v for n, v in sorted(key.versions.items()) if n >= key.min_decryption_version
+            ]
+            publics = await public_keys.of(versions)
+            for v in versions:
+                public = publics[v.version]
+                if use == "enc" and not isinstance(
+                    public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+                ):
+                    continue
+                out.append(public_jwk(public, kid=f"{key.name}:v{v.version}", alg=alg, use=use))
+        return {"keys": out}
