@@ -46,10 +46,13 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """
     scope: Any = connection.scope
     handler: BaseRouteHandler = scope["route_handler"]
-    if handler.opt.get(PUBLIC) or scope["path"].startswith(OPENAPI_PATH):
+    if handler.opt.get(PUBLIC):
         return
     runtime: Runtime = scope["litestar_app"].state.runtime
     principal = runtime.authenticator.authenticate(token_of(scope))
+    if scope["path"].startswith(OPENAPI_PATH):
+        scope[_PRINCIPAL] = principal  # the API's description: any authenticated service
+        return
     path_params = scope["path_params"]
     operation = operation_of(handler, path_params)
     if operation is None or not principal.service.allows(operation, path_params.get("name")):

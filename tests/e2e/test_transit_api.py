@@ -197,8 +197,10 @@ def test_malformed_bodies_are_400_without_internals(server: Server, key: str) ->
             assert "/site-packages/" not in r.text
 
 
-def test_openapi_is_served(server: Server) -> None:
+def test_openapi_is_served_to_authenticated_services(server: Server) -> None:
     with server.client(None) as c:
+        assert c.get("/v1/sys/openapi/openapi.json").status_code == 401
+    with server.client("identity-service") as c:
         r = c.get("/v1/sys/openapi/openapi.json")
         assert r.status_code == 200
         assert "/v1/transit/encrypt/{name}" in r.json()["paths"]

@@ -41,12 +41,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture(scope="module")
-def client(settings, clock: Clock) -> Iterator[TestClient[Any]]:  # type: ignore[no-untyped-def]
-    app = create_litestar(settings)
-    with TestClient(app) as c:
-        app.state.runtime.otp.clock = clock
-        c.headers["X-Vault-Token"] = mint(settings, "token-management")
-        yield c
+def client(settings, runtime, clock: Clock) -> Iterator[TestClient[Any]]:  # type: ignore[no-untyped-def]
+    # The session's runtime (one HSM login per process), with the vectors' clock.
+    app = create_litestar(settings, lambda _: runtime, owns_runtime=False)
+    original = runtime.otp.clock
+    runtime.otp.clock = clock
+    try:
+        with TestClient(app) as c:
+            c.headers["X-Vault-Token"] = mint(settings, "token-management")
+            yield c
+    finally:
+        runtime.otp.clock = original
 
 
 def _import(client: TestClient[Any], serial: str, **params: Any) -> str:
