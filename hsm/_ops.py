@@ -15,7 +15,7 @@ from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
-from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext, NotFound
+from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext
 from vault.hsm import GeneratedSeed, KeySpec, MacAlgorithm, ObjectInfo, SignScheme
 
 log = logging.getLogger("hsm")
@@ -92,6 +92,21 @@ def _wrappable_seed(sensitive: bool) -> dict[Attribute, Any]:
     }
 
 
+class MissingObject(HsmUnavailable):
+    """A key version's object is not on the token (as this process sees it).
+
+    SoftHSM 2.6 can lose sight of objects another process created, once this process has
+    written to the token itself, until the library is initialized again; the HSM thread
+    does that once and retries. If the object is still missing, the version cannot be
+    used: 503, never a wrong answer.
+    """
+
+    default_message = "key version has no HSM object"
+
+    def __init__(self) -> None:
+        super().__init__(self.default_message)
+
+
 class Pkcs11Ops:
     """The token session plus a cache of key handles.
 
@@ -114,7 +129,7 @@ class Pkcs11Ops:
             self._session.get_objects({Attribute.ID: key_id, Attribute.CLASS: object_class})
         )
         if not found:
-            raise NotFound("key version has no HSM object")
+            raise MissingObject()
         token_objects = [o for o in found if o[Attribute.TOKEN]]
         return (token_objects or found)[0]
 

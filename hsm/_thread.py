@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hsm._errors import SESSION_LOST, translate
+from hsm._ops import MissingObject
 from vault.errors import HsmUnavailable, VaultError
 from vault.hsm import HsmOps
 
@@ -184,11 +185,18 @@ class HsmThread:
             self._window_count = 0
         return outcome
 
-    def _execute(self, job: Callable[[Any], Any]) -> _Outcome:
+    def _execute(self, job: Callable[[Any], Any], *, retried: bool = False) -> _Outcome:
         if self._ops is None and not self._reconnect():
             return False, HsmUnavailable()
         try:
             return True, job(self._ops)
+        except MissingObject as exc:
+            if retried:
+                log.error("an HSM object of a key version is missing from the token")
+                return False, exc
+            log.info("HSM object not in view; reading the token afresh")
+            self._reload()
+            return self._execute(job, retried=True)
         except VaultError as exc:
             return False, exc
         except SESSION_LOST as exc:
@@ -213,6 +221,17 @@ class HsmThread:
         log.info("HSM session re-opened")
         self._healthy = True
         return True
+
+    def _reload(self) -> None:
+        ops = self._ops
+        self._ops = None
+        if ops is not None:
+            try:
+                ops.reinitialize()
+            except Exception:
+                log.debug("HSM library re-initialization failed", exc_info=True)
+        self._last_attempt = 0.0
+        self._reconnect()
 
     def _drop_session(self) -> None:
         self._healthy = False

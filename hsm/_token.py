@@ -35,9 +35,15 @@ def _library(module_path: str) -> Any:
 class TokenSession(Pkcs11Ops):
     """A logged-in read-write session on the token with the configured label."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, lib: Any) -> None:
         super().__init__(session)
         self.session = session
+        self.lib = lib
+
+    def reinitialize(self) -> None:
+        """``C_Finalize`` + ``C_Initialize``: every session of the process ends, and the
+        token's object store is read afresh."""
+        self.lib.reinitialize()
 
     def close(self) -> None:
         # Closing the session that logged in logs out the whole process: only done when the
@@ -58,7 +64,7 @@ def open_session(module_path: str, token_label: str, pin: str, attempts: int = 3
                 session = token.open(rw=True, user_pin=pin)
             except p11e.UserAlreadyLoggedIn:
                 session = token.open(rw=True)
-            return TokenSession(session)
+            return TokenSession(session, lib)
         except p11e.PinIncorrect:
             raise ConfigError("HSM login refused: wrong PIN") from None
         except p11e.PinLocked:
