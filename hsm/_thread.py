@@ -8,11 +8,11 @@ Where a job runs:
 - on the HSM thread, by default: the event loop never waits for the HSM. Jobs that arrive
   while one runs are drained together and their results handed back with one wake-up per
   event loop, so a busy server pays for the thread hop once per burst;
-- inline, on the caller's thread, when the caller allows it (a small job), the lock is free
-  at that instant, and the HSM has recently been fast (the fastest of the last 32 small
-  jobs under ``inline_budget``; ~30 µs for SoftHSM2). A thread hop costs more than such a
-  call. A slow (network) HSM is over the budget on every call, so every job goes to the
-  thread again; ``inline_budget=0`` turns the fast path off.
+- inline, on the caller's thread, when the job makes few PKCS#11 calls (the caller says how
+  many), the lock is free at that instant, and the HSM has recently been fast: the fastest
+  time per call among the last 32 jobs under ``inline_budget`` (~30 µs for SoftHSM2). A
+  thread hop costs more than such a call. A slow (network) HSM is over the budget on every
+  call, so every job goes to the thread again; ``inline_budget=0`` turns the fast path off.
 """
 
 from __future__ import annotations
@@ -38,16 +38,9 @@ log = logging.getLogger("hsm")
 
 _Outcome = tuple[bool, Any]
 _WINDOW = 32
-_Job = tuple[Callable[[Any], Any], "asyncio.Future[Any] | concurrent.futures.Future[Any]", Any]
-
-
-class _Large:
-    """Marks a queued job as large: it is not timed for the inline decision."""
-
-    __slots__ = ("loop",)
-
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
+_Job = tuple[Callable[[Any], Any], "asyncio.Future[Any] | concurrent.futures.Future[Any]", Any, int]
+# A job of at most this many PKCS#11 calls may run inline (an OTP check is about six).
+INLINE_MAX_CALLS = 8
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
@@ -67,7 +60,7 @@ class HsmThread:
         self,
         connect: Callable[[], Any],
         retry_interval: float = 1.0,
-        inline_budget: float = 200e-6,
+        inline_budget: float = 150e-6,
     ) -> None:
         self._connect = connect
         self._lock = threading.Lock()
@@ -93,10 +86,15 @@ class HsmThread:
 
     # -- caller side -----------------------------------------------------------------------
 
-    async def run(self, job: Callable[[HsmOps], T], *, small: bool = True) -> T:
-        if small and self._ops is not None and self._inline and self._lock.acquire(blocking=False):
+    async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
+        if (
+            calls <= INLINE_MAX_CALLS
+            and self._inline
+            and self._ops is not None
+            and self._lock.acquire(blocking=False)
+        ):
             try:
-                ok, value = self._timed(job)
+                ok, value = self._timed(job, calls)
             finally:
                 self._lock.release()
             if ok:
@@ -104,7 +102,7 @@ class HsmThread:
             raise value
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((job, future, loop if small else _Large(loop)))
+        self._queue.put((job, future, loop, calls))
         return await future
 
     def run_sync(self, job: Callable[[HsmOps], T]) -> T:
@@ -156,10 +154,9 @@ class HsmThread:
 
     def _run_burst(self, burst: list[_Job]) -> None:
         by_loop: dict[Any, list[tuple[Any, _Outcome]]] = defaultdict(list)
-        for job, future, tagged in burst:
-            loop = tagged.loop if isinstance(tagged, _Large) else tagged
+        for job, future, loop, calls in burst:
             with self._lock:
-                outcome = self._execute(job) if isinstance(tagged, _Large) else self._timed(job)
+                outcome = self._timed(job, calls)
             if loop is None:
                 ok, value = outcome
                 if ok:
@@ -172,11 +169,12 @@ class HsmThread:
             with contextlib.suppress(RuntimeError):  # the loop closed while the job ran
                 loop.call_soon_threadsafe(_settle, items)
 
-    def _timed(self, job: Callable[[Any], Any]) -> _Outcome:
-        """Run a small job; every ``_WINDOW`` jobs, decide whether small jobs may run inline."""
+    def _timed(self, job: Callable[[Any], Any], calls: int) -> _Outcome:
+        """Run a job; every ``_WINDOW`` jobs, decide from the fastest time per PKCS#11 call
+        among them whether jobs may run inline."""
         start = time.perf_counter()
         outcome = self._execute(job)
-        elapsed = time.perf_counter() - start
+        elapsed = (time.perf_counter() - start) / max(calls, 1)
         self._window_best = min(self._window_best, elapsed)
         self._window_count += 1
         if self._window_count >= _WINDOW:

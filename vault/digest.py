@@ -195,7 +195,7 @@ class Digests:
         def job(ops: HsmOps) -> list[bytes]:
             return [ops.mac(oid, algorithm, m) for m in todo]
 
-        macs = iter(await self.hsm.run(job) if todo else [])
+        macs = iter(await self.hsm.run(job, calls=len(todo)) if todo else [])
         prefix = f"vault:v{version.version}:"
         return [
             m
@@ -231,7 +231,7 @@ class Digests:
         def job(ops: HsmOps) -> list[bytes]:
             return [ops.mac(oid, algorithm, message) for oid, message in todo]
 
-        expected = iter(await self.hsm.run(job) if todo else [])
+        expected = iter(await self.hsm.run(job, calls=len(todo)) if todo else [])
         return [
             p if isinstance(p, VaultError) else hmac.compare_digest(next(expected), p[2])
             for p in plan

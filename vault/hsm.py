@@ -137,9 +137,9 @@ class HsmOps(Protocol):
 class Hsm(Protocol):
     """Runs jobs on the HSM thread."""
 
-    async def run(self, job: Callable[[HsmOps], T], *, small: bool = True) -> T:
-        """Run ``job`` without blocking the event loop on a slow HSM. ``small=False`` marks a
-        job that makes many HSM calls (a batch): it always runs on the HSM thread."""
+    async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
+        """Run ``job`` without blocking the event loop on a slow HSM. ``calls`` is about how
+        many HSM calls the job makes: a job of many (a batch) always runs on the HSM thread."""
         ...
 
     def run_sync(self, job: Callable[[HsmOps], T]) -> T: ...

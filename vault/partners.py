@@ -33,6 +33,7 @@ from vault.hsm import Hsm, HsmOps, KeySpec
 from vault.keys import Key, KeyRegistry, KeyVersion
 from vault.policy import Partner, Policies
 from vault.signing import (
+    RSA_CALL_WEIGHT,
     PublicKey,
     PublicKeys,
     b64url,
@@ -238,7 +239,7 @@ class PartnerMessages:
             return ops.rsa_oaep_decrypt(oid, encrypted_key, hash_name)
 
         try:
-            return await self.hsm.run(decrypt)
+            return await self.hsm.run(decrypt, calls=RSA_CALL_WEIGHT)
         except VaultError as exc:
             if exc.status == 400:  # a block that does not decrypt; the device is fine
                 return None

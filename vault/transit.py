@@ -14,8 +14,6 @@ from vault.hsm import Hsm, HsmOps
 from vault.keys import Key, KeyRegistry, KeyVersion
 
 MAX_RANDOM_BYTES = 131072  # Vault's own ceiling for /transit/random
-# Jobs of up to this many items may run inline on the event loop when the HSM is fast.
-_SMALL_JOB = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +68,7 @@ class Transit:
         if not versions:
             return [p for p in plan if isinstance(p, VaultError)]
         job = self.envelope.wrap_job(key, versions)
-        _, wrapped = await self.hsm.run(job, small=len(versions) <= _SMALL_JOB)
+        _, wrapped = await self.hsm.run(job, calls=len(versions))
         out: list[Encrypted | VaultError] = []
         it = iter(wrapped)
         for item, version in zip(items, plan, strict=True):
@@ -98,7 +96,7 @@ class Transit:
             except VaultError as exc:
                 parsed.append(None)
                 errors.append(exc)
-        deks = await self.hsm.run(Envelope.unwrap_job(key, parsed), small=len(parsed) <= _SMALL_JOB)
+        deks = await self.hsm.run(Envelope.unwrap_job(key, parsed), calls=len(parsed))
         out: list[tuple[ParsedCiphertext, bytes] | VaultError] = []
         for p, dek, err in zip(parsed, deks, errors, strict=True):
             if err is not None:

@@ -14,11 +14,13 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, case, insert, select, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from vault import db
 from vault.errors import StoreUnavailable
@@ -77,25 +79,39 @@ _FAIL = (
 _STATE = select(_T.c.last_position, _T.c.failures, _T.c.locked_until).where(
     _T.c.seed_id == bindparam("b_seed")
 )
-_CREATE = insert(_T)
+_CREATE = insert(_T).values(
+    seed_id=bindparam("b_seed"),
+    key_name=bindparam("b_key"),
+    last_position=bindparam("b_position"),
+    failures=bindparam("b_failures"),
+    locked_until=bindparam("b_until"),
+    updated_at=bindparam("b_now"),
+)
 
 
 class ReplayLedger:
     def __init__(self, engine: Engine, policy: LockoutPolicy) -> None:
         self._engine = engine
         self._policy = policy
+        dbapi = engine.dialect.dbapi
+        assert dbapi is not None
+        self._dbapi = dbapi
+        self._advance = db.Prepared(_ADVANCE, engine)
+        self._succeed = db.Prepared(_SUCCEED, engine)
+        self._fail = db.Prepared(_FAIL, engine)
+        self._state = db.Prepared(_STATE, engine)
+        self._create = db.Prepared(_CREATE, engine)
         # SQLite has one writer at a time: threads of one process queue here rather than
         # in SQLite's busy handler, which sleeps in steps of milliseconds.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     def state(self, seed_id: bytes) -> LedgerState | None:
-        try:
-            with self._engine.connect() as conn:
-                row = conn.execute(_STATE, {"b_seed": seed_id}).first()
-        except SQLAlchemyError as exc:
-            log.warning("OTP ledger read failed: %s", type(exc).__name__)
-            raise StoreUnavailable() from None
+        row = self._run(lambda cur: self._row(cur, {"b_seed": seed_id}), write=False)
         return None if row is None else LedgerState(row[0], row[1], row[2])
+
+    def _row(self, cur: Any, values: dict[str, Any]) -> Any:
+        cur.execute(self._state.sql, self._state.params(values))
+        return cur.fetchone()
 
     def accept(
         self, seed_id: bytes, key_name: str, position: int | None, now: float | None = None
@@ -107,69 +123,93 @@ class ReplayLedger:
         the failure count apply.
         """
         now = time.time() if now is None else now
-        params = {"b_seed": seed_id, "b_now": now, "b_position": position}
-        statement = _SUCCEED if position is None else _ADVANCE
+        values: dict[str, Any] = {
+            "b_seed": seed_id,
+            "b_now": now,
+            "b_position": -1 if position is None else position,
+            "b_key": key_name,
+            "b_failures": 0,
+            "b_until": 0.0,
+        }
+        statement = self._succeed if position is None else self._advance
 
-        def write(conn: Connection) -> Outcome:
-            if conn.execute(statement, params).rowcount == 1:
+        def write(cur: Any) -> Outcome:
+            cur.execute(statement.sql, statement.params(values))
+            if cur.rowcount == 1:
                 return Outcome.ACCEPTED
-            row = conn.execute(_STATE, params).first()
+            row = self._row(cur, values)
             if row is not None:
                 return Outcome.LOCKED if row[2] > now else Outcome.REPLAYED
-            initial = -1 if position is None else position
-            conn.execute(_CREATE, self._new_row(seed_id, key_name, initial, 0, 0.0, now))
+            cur.execute(self._create.sql, self._create.params(values))
             return Outcome.ACCEPTED
 
-        return self._write(write)
+        return self._run(write, write=True)  # type: ignore[no-any-return]
 
     def reject(self, seed_id: bytes, key_name: str, now: float | None = None) -> Outcome:
         """Count a failure; past the policy's limit the seed is locked for the cool-down."""
         now = time.time() if now is None else now
         limit, cool = self._policy.max_failures, self._policy.lockout_seconds
-        params = {"b_seed": seed_id, "b_now": now, "b_limit": limit, "b_until": now + cool}
-
-        def write(conn: Connection) -> Outcome:
-            if conn.execute(_FAIL, params).rowcount == 1:
-                return Outcome.MISMATCH
-            row = conn.execute(_STATE, params).first()
-            if row is not None:
-                return Outcome.LOCKED
-            locked_until = now + cool if limit <= 1 else 0.0
-            conn.execute(_CREATE, self._new_row(seed_id, key_name, -1, 1, locked_until, now))
-            return Outcome.MISMATCH
-
-        return self._write(write)
-
-    @staticmethod
-    def _new_row(
-        seed_id: bytes, key_name: str, position: int, failures: int, locked_until: float, now: float
-    ) -> dict[str, object]:
-        return {
-            "seed_id": seed_id,
-            "key_name": key_name,
-            "last_position": position,
-            "failures": failures,
-            "locked_until": locked_until,
-            "updated_at": now,
+        values: dict[str, Any] = {
+            "b_seed": seed_id,
+            "b_now": now,
+            "b_limit": limit,
+            "b_until": now + cool,
+            "b_key": key_name,
+            "b_position": -1,
+            "b_failures": 1,
         }
 
-    def _write(self, body: object) -> Outcome:
-        """One transaction; a first-time row raced by another replica is retried once."""
-        assert callable(body)
+        def write(cur: Any) -> Outcome:
+            cur.execute(self._fail.sql, self._fail.params(values))
+            if cur.rowcount == 1:
+                return Outcome.MISMATCH
+            if self._row(cur, values) is not None:
+                return Outcome.LOCKED
+            created = dict(values, b_until=now + cool if limit <= 1 else 0.0)
+            cur.execute(self._create.sql, self._create.params(created))
+            return Outcome.MISMATCH
+
+        return self._run(write, write=True)  # type: ignore[no-any-return]
+
+    def _run(self, body: Callable[[Any], Any], *, write: bool) -> Any:
+        """One transaction on a pooled DB-API connection. A first-time row raced by another
+        replica (a unique violation) is retried once: then the row exists."""
         for attempt in range(2):
             try:
-                if self._write_lock is None:
-                    with self._engine.begin() as conn:
-                        return body(conn)  # type: ignore[no-any-return]
-                with self._write_lock, self._engine.begin() as conn:
-                    return body(conn)  # type: ignore[no-any-return]
-            except IntegrityError:
+                return self._transaction(body, write)
+            except self._dbapi.IntegrityError:
                 if attempt:
                     raise StoreUnavailable() from None
-            except SQLAlchemyError as exc:
-                log.warning("OTP ledger write failed: %s", type(exc).__name__)
+            except self._dbapi.Error as exc:
+                log.warning("OTP ledger failed: %s", type(exc).__name__)
                 raise StoreUnavailable() from None
         raise StoreUnavailable()
+
+    def _transaction(self, body: Callable[[Any], Any], write: bool) -> Any:
+        lock = self._write_lock if write else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            raw = self._engine.raw_connection()
+        except SQLAlchemyError:
+            if lock is not None:
+                lock.release()
+            raise StoreUnavailable() from None
+        try:
+            cur = raw.cursor()
+            try:
+                result = body(cur)
+            finally:
+                cur.close()
+            raw.commit()
+            return result
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+            if lock is not None:
+                lock.release()
 
     def is_locked(self, seed_id: bytes, now: float | None = None) -> bool:
         now = time.time() if now is None else now

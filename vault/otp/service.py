@@ -221,7 +221,7 @@ class OtpService:
                 raise InvalidCiphertext()
             return ops.seed_macs(wrap_id, blob.wrapped, mac_alg, messages)
 
-        macs = await self.hsm.run(job)
+        macs = await self.hsm.run(job, calls=3 + len(messages))  # tag, unwrap, MACs, destroy
         found = match(plan, macs, request.otp)
         ordered = not (params.kind == "ocra" and current is None and request.counter is None)
         if found is None:
