@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import text
 
+from api.fastpath import fast_path
 from api.otp import OtpController
 from api.payout import PayoutController
 from api.responses import error
@@ -177,7 +178,9 @@ def create_litestar(
 def create_app(
     settings: Settings | None = None, runtime_factory: Callable[[Settings], Runtime] | None = None
 ) -> ASGIApp:
-    return _list_method(create_litestar(settings, runtime_factory))
+    settings = settings or load_settings()
+    app = create_litestar(settings, runtime_factory)
+    return fast_path(app, _list_method(app), settings.max_body_bytes)
 
 
 def create_default_app() -> ASGIApp:

@@ -14,6 +14,8 @@ import msgspec
 from litestar import Response
 from litestar.types import Receive, Scope, Send
 
+from vault.errors import RateLimited, VaultError
+
 _encoder = msgspec.json.Encoder()
 JSON = "application/json"
 _JSON_HEADER = (b"content-type", b"application/json")
@@ -22,15 +24,20 @@ _JSON_HEADER = (b"content-type", b"application/json")
 class JsonResponse:
     """An ASGI app that sends one JSON body (exactly ``application/json``, as hvac wants)."""
 
-    __slots__ = ("body", "status")
+    __slots__ = ("body", "extra_headers", "status")
 
-    def __init__(self, body: bytes, status: int = 200) -> None:
+    def __init__(
+        self, body: bytes, status: int = 200, extra_headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         self.body = body
         self.status = status
+        self.extra_headers = extra_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [_JSON_HEADER] if self.status != 204 else []
         headers.append((b"content-length", str(len(self.body)).encode()))
+        if self.extra_headers:
+            headers.extend(self.extra_headers)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
 
@@ -70,6 +77,17 @@ def ok(data: dict[str, Any] | None, status: int = 200) -> JsonResponse:
 
 def encode(value: Any) -> bytes:
     return _encoder.encode(value)
+
+
+def error_json(exc: VaultError) -> JsonResponse:
+    """A vault error as the fast path sends it (the same body as :func:`error`)."""
+    return JsonResponse(_encoder.encode({"errors": [str(exc)]}), exc.status, retry_headers(exc))
+
+
+def retry_headers(exc: VaultError) -> list[tuple[bytes, bytes]]:
+    if isinstance(exc, RateLimited):
+        return [(b"retry-after", str(exc.retry_after).encode())]
+    return []
 
 
 def error(status: int, *messages: str, headers: dict[str, str] | None = None) -> Response[bytes]:

@@ -55,9 +55,14 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
         return
     path_params = scope["path_params"]
     operation = operation_of(handler, path_params)
-    if operation is None or not principal.service.allows(operation, path_params.get("name")):
+    scope[_PRINCIPAL] = check(principal, operation, path_params.get("name"))
+
+
+def check(principal: Principal, operation: str | None, key: str | None) -> Principal:
+    """Deny by default: the caller needs a grant naming the operation and matching the key."""
+    if operation is None or not principal.service.allows(operation, key):
         raise Forbidden()
-    scope[_PRINCIPAL] = principal
+    return principal
 
 
 def principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

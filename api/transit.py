@@ -13,6 +13,7 @@ from litestar.types import ASGIApp
 from api.responses import JsonResponse, ok
 from api.schemas import BatchItem, ConfigKey, CreateKey, DataKeyBody, EncryptBody, RandomBody
 from api.security import OPERATION, principal
+from vault.auth import Principal
 from vault.envelope import EncryptItem, b64decode, b64encode
 from vault.errors import BadRequest, NotFound, VaultError
 from vault.hsm import HsmOps
@@ -136,6 +137,19 @@ def _decrypt_item(item: BatchItem | EncryptBody) -> DecryptItem | VaultError:
         return exc
 
 
+async def encrypt_one(rt: Runtime, caller: Principal, name: str, data: EncryptBody) -> JsonResponse:
+    """``encrypt`` of one message: the Litestar route and the fast path both end here."""
+    await _key_or_upsert(rt, caller, name, data.type)
+    result = await rt.transit.encrypt(name, [_encrypt_item(data, single=True)], data.key_version)
+    return ok(_encrypted(_single(result[0])))
+
+
+async def decrypt_one(rt: Runtime, caller: Principal, name: str, data: EncryptBody) -> JsonResponse:
+    """``decrypt`` of one message: the Litestar route and the fast path both end here."""
+    result = await rt.transit.decrypt(name, [_decrypt_item(data)])
+    return ok({"plaintext": b64encode(_single(result[0]))})
+
+
 def _batch(data: EncryptBody, max_items: int) -> list[BatchItem] | None:
     if data.batch_input is None:
         return None
@@ -183,13 +197,12 @@ def _plaintext(result: bytes | VaultError) -> dict[str, Any]:
     return {"plaintext": b64encode(result)}
 
 
-async def _key_or_upsert(request: Request[Any, Any, Any], name: str, type_name: str | None) -> None:
+async def _key_or_upsert(rt: Runtime, caller: Principal, name: str, type_name: str | None) -> None:
     """Vault creates a missing key on encrypt for a caller that may also create keys."""
-    rt = _runtime(request)
     try:
         await rt.registry.get(name)
     except NotFound:
-        if not principal(request).service.allows("create", name):
+        if not caller.service.allows("create", name):
             raise
         kind = type_name or "aes256-gcm96"
         if not key_type(kind).encryption:
@@ -299,11 +312,9 @@ class TransitController(Controller):
     ) -> ASGIApp:
         rt = _runtime(request)
         batch = _batch(data, rt.settings.max_batch_items)
-        await _key_or_upsert(request, name, data.type)
         if batch is None:
-            item = _encrypt_item(data, single=True)
-            result = await rt.transit.encrypt(name, [item], data.key_version)
-            return ok(_encrypted(_single(result[0])))
+            return await encrypt_one(rt, principal(request), name, data)
+        await _key_or_upsert(rt, principal(request), name, data.type)
         items = [_encrypt_item(i) for i in batch]
         results = await rt.transit.encrypt(name, items, data.key_version)
         return _batch_response(
@@ -320,8 +331,7 @@ class TransitController(Controller):
         rt = _runtime(request)
         batch = _batch(data, rt.settings.max_batch_items)
         if batch is None:
-            result = await rt.transit.decrypt(name, [_decrypt_item(data)])
-            return ok({"plaintext": b64encode(_single(result[0]))})
+            return await decrypt_one(rt, principal(request), name, data)
         results = await rt.transit.decrypt(name, [_decrypt_item(i) for i in batch])
         return _batch_response(
             batch,
