@@ -103,7 +103,8 @@ class ReplayLedger:
         self._create = db.Prepared(_CREATE, engine)
         # SQLite has one writer at a time: threads of one process queue here rather than
         # in SQLite's busy handler, which sleeps in steps of milliseconds.
-        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self.local = engine.dialect.name == "sqlite"
+        self._write_lock = threading.Lock() if self.local else None
 
     def state(self, seed_id: bytes) -> LedgerState | None:
         row = self._run(lambda cur: self._row(cur, {"b_seed": seed_id}), write=False)
