@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import os
 import re
@@ -46,6 +47,7 @@ _VERSION = re.compile(r"[1-9][0-9]{0,8}")  # ASCII only: one spelling per cipher
 DATAKEY_BITS = (128, 256, 512)
 
 
+@functools.lru_cache(maxsize=4096)
 def context(key_name: str, version: int) -> bytes:
     """What every wrapped data key and payload is bound to: format, key name and version."""
     name = key_name.encode()
