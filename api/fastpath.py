@@ -1,10 +1,11 @@
 """The hottest single-message routes, served without the framework's per-request machinery.
 
-``encrypt``, ``decrypt`` and ``otp/verify`` of one item are most of a busy vault's traffic,
-and the framework's routing, parameter model and response objects cost about as much per
-request as the HSM call. For these routes a well-formed request is decoded here with the
-same msgspec struct, authorized with the same check, and answered by the same function as
-the Litestar route (``api/transit.py``, ``api/otp.py``); the outcome is identical.
+``encrypt``, ``decrypt``, ``sign``, ``hmac`` and ``otp/verify`` of one item are most of a
+busy vault's traffic, and the framework's routing, parameter model and response objects cost
+about as much per request as the HSM call. For these routes a well-formed request is decoded
+here with the same msgspec struct, authorized with the same check, and answered by the same
+function as the Litestar route (``api/transit.py``, ``api/signing.py``, ``api/otp.py``); the
+outcome is identical.
 Anything else — a batch, a body that does not decode, an oversized or chunked body, another
 method or path — goes to the Litestar application untouched (the body already read is
 replayed), so there is one definition of every error.
@@ -24,6 +25,7 @@ from api.otp import VerifyBody, verify_one
 from api.responses import JsonResponse, error_json
 from api.schemas import EncryptBody
 from api.security import check, token_of
+from api.signing import SignBody, hmac_one, sign_one
 from api.transit import decrypt_one, encrypt_one
 from vault.auth import Principal
 from vault.errors import VaultError
@@ -46,6 +48,8 @@ def _single(data: Any) -> bool:
 ROUTES: dict[str, Route] = {
     "/v1/transit/encrypt/": Route("encrypt", msgspec.json.Decoder(EncryptBody), encrypt_one),
     "/v1/transit/decrypt/": Route("decrypt", msgspec.json.Decoder(EncryptBody), decrypt_one),
+    "/v1/transit/sign/": Route("sign", msgspec.json.Decoder(SignBody), sign_one),
+    "/v1/transit/hmac/": Route("hmac", msgspec.json.Decoder(SignBody), hmac_one),
     "/v1/otp/verify/": Route("otp:verify", msgspec.json.Decoder(VerifyBody), verify_one),
 }
 
