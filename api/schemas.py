@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import msgspec
 from msgspec import Meta, Struct
 
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -40,14 +39,9 @@ class BatchItem(Struct, kw_only=True):
     key_version: Version | None = None
 
 
-class EncryptBody(Struct, kw_only=True):
-    plaintext: B64 | None = None
-    ciphertext: str | None = None
-    associated_data: B64 | None = None
-    context: B64 | None = None
-    nonce: str | None = None
-    reference: str | None = None
-    key_version: Version | None = None
+class EncryptBody(BatchItem, kw_only=True):
+    """A single item's fields at the top level, or ``batch_input``."""
+
     type: str | None = None
     batch_input: list[BatchItem] | None = None
     partial_failure_response_code: int | None = None
@@ -65,7 +59,3 @@ class RandomBody(Struct, kw_only=True):
     bytes: int | None = None
     format: str | None = None
     source: str | None = None
-
-
-def empty() -> Struct:
-    return msgspec.convert({}, EncryptBody)
