@@ -105,6 +105,7 @@ class ReplayLedger:
         # in SQLite's busy handler, which sleeps in steps of milliseconds.
         self.local = engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if self.local else None
+        self._own: Any = None
 
     def state(self, seed_id: bytes) -> LedgerState | None:
         row = self._run(lambda cur: self._row(cur, {"b_seed": seed_id}), write=False)
@@ -187,15 +188,32 @@ class ReplayLedger:
         raise StoreUnavailable()
 
     def _transaction(self, body: Callable[[Any], Any], write: bool) -> Any:
-        lock = self._write_lock if write else None
-        if lock is not None:
-            lock.acquire()
+        if self._write_lock is None:
+            raw = self._checkout()
+            try:
+                return self._commit(raw, body)
+            finally:
+                raw.close()
+        # SQLite: one connection of the ledger's own, used under the lock (checking one out
+        # of the pool per call costs more than the statements).
+        with self._write_lock:
+            if self._own is None:
+                self._own = self._checkout()
+            try:
+                return self._commit(self._own, body)
+            except self._dbapi.OperationalError:
+                self._own.invalidate()
+                self._own = None
+                raise
+
+    def _checkout(self) -> Any:
         try:
-            raw = self._engine.raw_connection()
+            return self._engine.raw_connection()
         except SQLAlchemyError:
-            if lock is not None:
-                lock.release()
             raise StoreUnavailable() from None
+
+    @staticmethod
+    def _commit(raw: Any, body: Callable[[Any], Any]) -> Any:
         try:
             cur = raw.cursor()
             try:
@@ -207,10 +225,6 @@ class ReplayLedger:
         except BaseException:
             raw.rollback()
             raise
-        finally:
-            raw.close()
-            if lock is not None:
-                lock.release()
 
     def is_locked(self, seed_id: bytes, now: float | None = None) -> bool:
         now = time.time() if now is None else now
