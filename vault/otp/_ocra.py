@@ -27,7 +27,7 @@ _TIME_UNITS = {"S": (1, 59), "M": (60, 59), "H": (3600, 48)}
 
 _NUMERIC = re.compile(r"[0-9]+")
 _ALPHANUMERIC = re.compile(r"[A-Za-z0-9]+")
-_HEXADECIMAL = re.compile(r"[0-9A-Fa-f]+")
+HEXADECIMAL = re.compile(r"[0-9A-Fa-f]+")
 
 
 class QuestionFormat(enum.Enum):
@@ -223,7 +223,7 @@ def _check_challenge(suite: OcraSuite, field: str, value: str) -> None:
     pattern, kind = {
         QuestionFormat.NUMERIC: (_NUMERIC, "decimal digits"),
         QuestionFormat.ALPHANUMERIC: (_ALPHANUMERIC, "ASCII letters and digits"),
-        QuestionFormat.HEX: (_HEXADECIMAL, "hexadecimal digits"),
+        QuestionFormat.HEX: (HEXADECIMAL, "hexadecimal digits"),
     }[suite.question_format]
     if pattern.fullmatch(value) is None:
         raise OtpInputError(field, f"must be {kind} only")

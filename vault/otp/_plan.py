@@ -11,13 +11,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vault.otp._errors import OtpInputError
 from vault.otp._hotp import COUNTER_MAX, MAX_DIGITS, counter_message, truncate
-from vault.otp._ocra import DIGEST_SIZES, OcraSuite, ocra_message
+from vault.otp._ocra import DIGEST_SIZES, HEXADECIMAL, OcraSuite, ocra_message
 from vault.otp._totp import time_step
 
 ALGORITHMS = ("sha1", "sha256", "sha512")
@@ -29,7 +28,6 @@ MAX_PERIOD = 300
 # step" of network delay, widened to cover drifting clocks.
 MAX_HOTP_WINDOW = 100
 MAX_TOTP_WINDOW = 10
-_HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
 class OtpKind(enum.Enum):
@@ -183,7 +181,7 @@ def _password_hash(
         return hashlib.new(suite.password_algorithm, password.encode("utf-8")).digest()
     if password_hash is not None:
         size = DIGEST_SIZES[suite.password_algorithm]
-        if not isinstance(password_hash, str) or _HEX.fullmatch(password_hash) is None:
+        if not isinstance(password_hash, str) or HEXADECIMAL.fullmatch(password_hash) is None:
             raise OtpInputError("password_hash", "must be hexadecimal")
         if len(password_hash) != 2 * size:
             raise OtpInputError("password_hash", f"must be {2 * size} hexadecimal digits")
