@@ -15,13 +15,13 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.fastpath import fast_path
 from api.otp import OtpController
 from api.payout import PayoutController
-from api.responses import error
+from api.responses import ERRORS, error
 from api.security import OPENAPI_PATH, PUBLIC, authorize
 from api.signing import SigningController
 from api.transit import TransitController
@@ -31,12 +31,11 @@ from vault.runtime import Runtime
 
 log = logging.getLogger("vault.api")
 
-REQUESTS = Counter("vault_requests_total", "Requests by outcome class", ["status"])
 VERSION = "0.1.0"
 
 
 def _vault_error(_: Request[Any, Any, Any], exc: VaultError) -> Response[bytes]:
-    REQUESTS.labels(str(exc.status)).inc()
+    ERRORS.labels(str(exc.status)).inc()
     if exc.status >= 500:
         log.warning("request failed: %s", type(exc).__name__)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
@@ -45,7 +44,7 @@ def _vault_error(_: Request[Any, Any, Any], exc: VaultError) -> Response[bytes]:
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
-    REQUESTS.labels(str(status)).inc()
+    ERRORS.labels(str(status)).inc()
     if isinstance(exc, ValidationException):
         # msgspec names the field and the expected type; it never echoes the value.
         detail = exc.extra if isinstance(exc.extra, list) else []
@@ -63,7 +62,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
 
 
 def _internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    REQUESTS.labels("500").inc()
+    ERRORS.labels("500").inc()
     log.error("unhandled %s", type(exc).__name__)
     return error(500, "internal error")
 

@@ -13,10 +13,14 @@ from typing import Any
 import msgspec
 from litestar import Response
 from litestar.types import Receive, Scope, Send
+from prometheus_client import Counter
 
 from vault.errors import RateLimited, VaultError
 
 _encoder = msgspec.json.Encoder()
+ERRORS = Counter(
+    "vault_request_errors_total", "Requests answered with an error, by status", ["status"]
+)
 JSON = "application/json"
 _JSON_HEADER = (b"content-type", b"application/json")
 
@@ -81,6 +85,7 @@ def encode(value: Any) -> bytes:
 
 def error_json(exc: VaultError) -> JsonResponse:
     """A vault error as the fast path sends it (the same body as :func:`error`)."""
+    ERRORS.labels(str(exc.status)).inc()
     return JsonResponse(_encoder.encode({"errors": [str(exc)]}), exc.status, retry_headers(exc))
 
 
