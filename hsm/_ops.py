@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pkcs11
@@ -511,11 +511,17 @@ class Pkcs11Ops:
         wrapped: bytes,
         algorithm: MacAlgorithm,
         messages: Sequence[bytes],
+        until: Callable[[bytes], bool] | None = None,
     ) -> list[bytes]:
         seed = self._unwrap_seed(wrap_key_id, wrapped, _SEED_FOR_MAC)
         try:
             mechanism = _MAC_MECHANISMS[algorithm]
-            return [bytes(seed.sign(m, mechanism=mechanism)) for m in messages]
+            macs = []
+            for message in messages:
+                macs.append(bytes(seed.sign(message, mechanism=mechanism)))
+                if until is not None and until(macs[-1]):
+                    break
+            return macs
         finally:
             seed.destroy()
 

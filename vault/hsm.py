@@ -129,9 +129,11 @@ class HsmOps(Protocol):
         wrapped: bytes,
         algorithm: MacAlgorithm,
         messages: Sequence[bytes],
+        until: Callable[[bytes], bool] | None = None,
     ) -> list[bytes]:
         """Unwrap the seed into a sensitive, non-extractable session object, MAC each
-        message with it, and destroy it (also when anything fails)."""
+        message with it (stopping after the first MAC ``until`` accepts), and destroy it
+        (also when anything fails)."""
 
 
 class Hsm(Protocol):

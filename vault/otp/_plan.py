@@ -154,15 +154,26 @@ def match(plan: VerifyPlan, macs: Sequence[bytes], otp: str) -> Candidate | None
     """
     if len(macs) != len(plan.candidates):
         raise ValueError(f"{len(macs)} MACs for {len(plan.candidates)} candidates")
-    if not isinstance(otp, str) or len(otp) != plan.digits or not (otp.isascii() and otp.isdigit()):
-        raise OtpInputError("otp", f"must be {plan.digits} decimal digits")
-    submitted = otp.encode("ascii")
+    submitted = check_code(plan, otp)
     found: Candidate | None = None
     for candidate, mac in zip(plan.candidates, macs, strict=True):
         equal = hmac.compare_digest(truncate(mac, plan.digits).encode("ascii"), submitted)
         if equal and (found is None or candidate.position < found.position):
             found = candidate
     return found
+
+
+def check_code(plan: VerifyPlan, otp: str) -> bytes:
+    """The submitted code as bytes, or ``OtpInputError("otp", ...)`` if it is not
+    ``plan.digits`` ASCII digits."""
+    if not isinstance(otp, str) or len(otp) != plan.digits or not (otp.isascii() and otp.isdigit()):
+        raise OtpInputError("otp", f"must be {plan.digits} decimal digits")
+    return otp.encode("ascii")
+
+
+def is_code(plan: VerifyPlan, mac: bytes, submitted: bytes) -> bool:
+    """Whether ``mac`` truncates to the submitted code (a constant-time comparison)."""
+    return hmac.compare_digest(truncate(mac, plan.digits).encode("ascii"), submitted)
 
 
 def _password_hash(

@@ -19,7 +19,16 @@ from vault.keys import Key, KeyRegistry
 from vault.otp import seeds
 from vault.otp._errors import OtpInputError
 from vault.otp._ocra import OcraSuite
-from vault.otp._plan import ALGORITHMS, VerifyPlan, match, plan_hotp, plan_ocra, plan_totp
+from vault.otp._plan import (
+    ALGORITHMS,
+    VerifyPlan,
+    check_code,
+    is_code,
+    match,
+    plan_hotp,
+    plan_ocra,
+    plan_totp,
+)
 from vault.otp._totp import time_step
 from vault.otp.ledger import Outcome, ReplayLedger
 
@@ -226,13 +235,21 @@ class OtpService:
         mac_alg = _MACS[plan.algorithm]
         messages = [c.message for c in plan.candidates]
 
+        submitted = check_code(plan, request.otp)
+
+        def accepted(mac: bytes) -> bool:
+            return is_code(plan, mac, submitted)
+
         def job(ops: HsmOps) -> list[bytes]:
             if not hmac.compare_digest(ops.mac(bind_id, MacAlgorithm.SHA256, tag_input), blob.tag):
                 raise InvalidCiphertext()
-            return ops.seed_macs(wrap_id, blob.wrapped, mac_alg, messages)
+            # Candidates come in ascending position, so the first match is the lowest one and
+            # the rest need not be computed; a wrong code still costs every MAC.
+            return ops.seed_macs(wrap_id, blob.wrapped, mac_alg, messages, until=accepted)
 
         macs = await self.hsm.run(job, calls=3 + len(messages))  # tag, unwrap, MACs, destroy
-        found = match(plan, macs, request.otp)
+        computed = VerifyPlan(plan.algorithm, plan.digits, plan.candidates[: len(macs)])
+        found = match(computed, macs, request.otp)
         ordered = not (params.kind == "ocra" and current is None and request.counter is None)
         if found is None:
             outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
