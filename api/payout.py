@@ -19,6 +19,7 @@ from msgspec import Meta, Struct
 from api.responses import ok
 from api.security import OPERATION, principal
 from api.signing import signer
+from api.transit import runtime_of
 from vault.errors import BadRequest, Forbidden
 from vault.jose import MAX_COMPACT_CHARS
 from vault.partners import PartnerMessages
@@ -46,11 +47,6 @@ def partner_messages(rt: Runtime) -> PartnerMessages:
     return found
 
 
-def _runtime(request: Request[Any, Any, Any]) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
-
-
 def _authorized(
     request: Request[Any, Any, Any], messages: PartnerMessages, name: str, operation: str
 ) -> Partner:
@@ -68,7 +64,7 @@ class PayoutController(Controller):
     async def seal(
         self, request: Request[Any, Any, Any], partner: FromPath[str], data: JSONBody[SealBody]
     ) -> ASGIApp:
-        messages = partner_messages(_runtime(request))
+        messages = partner_messages(runtime_of(request))
         _authorized(request, messages, partner, "seal")
         raw: bytes | None = None
         if data.payload_b64 is not None:
@@ -94,7 +90,7 @@ class PayoutController(Controller):
     async def open(
         self, request: Request[Any, Any, Any], partner: FromPath[str], data: JSONBody[OpenBody]
     ) -> ASGIApp:
-        messages = partner_messages(_runtime(request))
+        messages = partner_messages(runtime_of(request))
         _authorized(request, messages, partner, "open")
         opened = await messages.open(partner, data.jwe)
         result: dict[str, Any] = {"message_id": opened.message_id, "issued_at": opened.issued_at}
@@ -106,7 +102,7 @@ class PayoutController(Controller):
 
     @get("/partners/{partner:str}/jwks", opt={OPERATION: "seal"})
     async def jwks(self, request: Request[Any, Any, Any], partner: FromPath[str]) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         messages = partner_messages(rt)
         _authorized(request, messages, partner, "seal")
         return ok(await messages.jwks(partner, signer(rt).public_keys))

@@ -20,6 +20,7 @@ from msgspec import Meta, Struct
 
 from api.responses import JsonResponse, ok
 from api.security import OPERATION, principal
+from api.transit import runtime_of
 from vault.auth import Principal
 from vault.digest import Digests, Field, Mac, MacCheck
 from vault.errors import BadRequest, VaultError
@@ -81,11 +82,6 @@ class BlindIndexBody(Struct, kw_only=True):
     context: str | None = None
     key_version: Version | None = None
     batch_input: list[BlindIndexItem] | None = None
-
-
-def _runtime(request: Request[Any, Any, Any]) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
 
 
 def signer(rt: Runtime) -> Signer:
@@ -235,7 +231,7 @@ class SigningController(Controller):
         hash_algorithm: FromPath[str | None] = None,
         data: JSONBody[SignBody | None] = None,
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         body = data or SignBody()
         batch = _batch(body.batch_input, rt)
         if batch is None:
@@ -263,7 +259,7 @@ class SigningController(Controller):
         hash_algorithm: FromPath[str | None] = None,
         data: JSONBody[SignBody | None] = None,
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         body = data or SignBody()
         batch = _batch(body.batch_input, rt)
         mode = _verify_mode(body, batch)
@@ -328,7 +324,7 @@ class SigningController(Controller):
 
     @get("/keys/{name:str}/jwks", opt={OPERATION: "verify"})
     async def jwks(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         return ok(await signer(rt).jwks(name))
 
     # -- HMAC ------------------------------------------------------------------------------
@@ -345,7 +341,7 @@ class SigningController(Controller):
         algorithm: FromPath[str | None] = None,
         data: JSONBody[SignBody | None] = None,
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         body = data or SignBody()
         batch = _batch(body.batch_input, rt)
         if batch is None:
@@ -367,7 +363,7 @@ class SigningController(Controller):
     async def digest(
         self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[DigestBody]
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         batch = _batch(data.batch_input, rt)
         if batch is None:
             results = await digests(rt).record_digests(
@@ -390,7 +386,7 @@ class SigningController(Controller):
     async def verify_digest(
         self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[DigestBody]
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         batch = _batch(data.batch_input, rt)
 
         def item(fields: list[FieldPair] | None, digest: str | None) -> Any:
@@ -423,7 +419,7 @@ class SigningController(Controller):
     async def blind_index(
         self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[BlindIndexBody]
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         batch = _batch(data.batch_input, rt)
 
         def item(

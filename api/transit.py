@@ -30,9 +30,6 @@ def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
     return rt
 
 
-_runtime = runtime_of
-
-
 def _rfc3339(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -243,7 +240,7 @@ class TransitController(Controller):
         name: FromPath[str],
         data: JSONBody[CreateKey | None] = None,
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         body = data or CreateKey()
         if body.exportable or body.allow_plaintext_backup:
             raise BadRequest("keys in this vault are never exportable")
@@ -260,13 +257,13 @@ class TransitController(Controller):
 
     @get("/keys/{name:str}", opt={OPERATION: "read"})
     async def read_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         rt.registry.invalidate(name)
         return ok(await key_view(rt, await rt.registry.get(name)))
 
     @get("/keys", opt={OPERATION: "list"})
     async def list_keys(self, request: Request[Any, Any, Any]) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         service = principal(request).service
         names = [n for n in await rt.registry.names() if service.allows("list", n)]
         if not names:
@@ -275,7 +272,7 @@ class TransitController(Controller):
 
     @post("/keys/{name:str}/rotate", opt={OPERATION: "rotate"}, status_code=200)
     async def rotate_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         key = await rt.registry.call(rt.registry.rotate_sync, name)
         return ok(await key_view(rt, key))
 
@@ -286,7 +283,7 @@ class TransitController(Controller):
         name: FromPath[str],
         data: JSONBody[ConfigKey | None] = None,
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         body = data or ConfigKey()
         if body.exportable or body.allow_plaintext_backup:
             raise BadRequest("keys in this vault are never exportable")
@@ -302,7 +299,7 @@ class TransitController(Controller):
 
     @delete("/keys/{name:str}", opt={OPERATION: "delete"}, status_code=200)
     async def delete_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         await rt.registry.call(rt.registry.delete_sync, name)
         return ok(None)
 
@@ -310,7 +307,7 @@ class TransitController(Controller):
     async def encrypt(
         self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         batch = _batch(data, rt.settings.max_batch_items)
         if batch is None:
             return await encrypt_one(rt, principal(request), name, data)
@@ -328,7 +325,7 @@ class TransitController(Controller):
     async def decrypt(
         self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         batch = _batch(data, rt.settings.max_batch_items)
         if batch is None:
             return await decrypt_one(rt, principal(request), name, data)
@@ -344,7 +341,7 @@ class TransitController(Controller):
     async def rewrap(
         self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         key = await rt.registry.get(name)
         batch = _batch(data, rt.settings.max_batch_items)
         if key.type.otp:
@@ -366,7 +363,7 @@ class TransitController(Controller):
     ) -> ASGIApp:
         if kind not in ("plaintext", "wrapped"):
             raise BadRequest("Invalid path, must be 'plaintext' or 'wrapped'")
-        rt = _runtime(request)
+        rt = runtime_of(request)
         body = data or DataKeyBody()
         made = await rt.transit.datakey(
             name,
@@ -391,7 +388,7 @@ class TransitController(Controller):
         source: FromPath[str | None] = None,
         data: JSONBody[RandomBody | None] = None,
     ) -> ASGIApp:
-        rt = _runtime(request)
+        rt = runtime_of(request)
         body = data or RandomBody()
         chosen = source or body.source or "platform"
         if chosen not in ("platform", "all"):

@@ -251,11 +251,6 @@ class Pkcs11Ops:
             count += 1
         return count
 
-    def exists(self, key_id: bytes) -> bool:
-        return any(
-            True for _ in self._session.get_objects({Attribute.ID: key_id, Attribute.TOKEN: True})
-        )
-
     def objects(self) -> list[ObjectInfo]:
         result = []
         for obj in self._session.get_objects({Attribute.TOKEN: True}):

@@ -11,12 +11,12 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from vault import db
 from vault.errors import BadRequest, InvalidCiphertext, NotFound, StoreUnavailable
@@ -314,8 +314,6 @@ class KeyRegistry:
     def _guard(fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except OperationalError:
-            raise StoreUnavailable() from None
         except SQLAlchemyError:
             raise StoreUnavailable() from None
 
@@ -324,10 +322,5 @@ class KeyRegistry:
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a synchronous registry change off the event loop."""
-        result = await asyncio.to_thread(fn, *args, **kwargs)
-        if args and isinstance(args[0], str):
-            self._cache.pop(args[0], None)
-        return result
-
-    def with_cached(self, key: Key) -> None:
-        self._cache[key.name] = (time.monotonic(), replace(key))
+        # The changes refresh (or, for a deletion, drop) the key's cache entry themselves.
+        return await asyncio.to_thread(fn, *args, **kwargs)

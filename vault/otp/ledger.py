@@ -233,8 +233,3 @@ class ReplayLedger:
         except BaseException:
             raw.rollback()
             raise
-
-    def is_locked(self, seed_id: bytes, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        state = self.state(seed_id)
-        return state is not None and state.locked_until > now
