@@ -6,21 +6,18 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from litestar import Controller, Request, post
+from litestar import Controller, post
 from litestar.params import FromPath, JSONBody
-from litestar.types import ASGIApp
 from msgspec import Meta, Struct
 
-from api.responses import JsonResponse, ok
-from api.security import OPERATION, principal
-from api.transit import runtime_of
-from vault.auth import Principal
+from api.call import Call, CallParam, route
+from api.documents import answers
+from api.responses import Reply, ok
 from vault.errors import BadRequest
 from vault.otp import OtpInputError
 from vault.otp.pskc import parse_pskc
 from vault.otp.seeds import TokenParams
 from vault.otp.service import TokenIdentity, VerifyInput, VerifyResult, token_params
-from vault.runtime import Runtime
 
 Ident = Annotated[str, Meta(max_length=1024)]
 
@@ -111,16 +108,32 @@ def _verify_view(result: VerifyResult) -> dict[str, Any]:
     return view
 
 
+class SeedCreated(Struct, kw_only=True):
+    encrypted_seed: str
+    provisioning: dict[str, Any] | None = None
+
+
+class ImportedTokens(Struct):
+    tokens: list[dict[str, Any]]
+
+
+class Verified(Struct, kw_only=True, omit_defaults=True):
+    valid: bool
+    reason: str | None = None
+    counter: int | None = None
+    time_step: int | None = None
+    next_counter: int | None = None
+    drift: int | None = None
+
+
 class OtpController(Controller):
     path = "/v1/otp"
 
-    @post("/seeds/{name:str}", opt={OPERATION: "otp:create"}, status_code=200)
-    async def create_seed(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[SeedBody]
-    ) -> ASGIApp:
+    @post("/seeds/{name:str}", opt=route("otp:create"), responses=answers(SeedCreated))
+    async def create_seed(self, call: CallParam, name: FromPath[str], data: JSONBody[SeedBody]) -> Reply:
         if data.seed_hex is not None or data.seed_base32 is not None:
             raise BadRequest("a new seed is generated in the HSM; use .../import to bring one")
-        blob, provisioning = await runtime_of(request).otp.create(
+        blob, provisioning = await call.vault.otp.create(
             name,
             _identity(data),
             _params(data),
@@ -128,26 +141,22 @@ class OtpController(Controller):
             issuer=data.issuer,
             account=data.account_name,
         )
-        return ok({"encrypted_seed": blob, "provisioning": provisioning})
+        return ok({"encrypted_seed": blob, "provisioning": provisioning}, secret=True)
 
-    @post("/seeds/{name:str}/import", opt={OPERATION: "otp:import"}, status_code=200)
-    async def import_seed(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[SeedBody]
-    ) -> ASGIApp:
-        blob = await runtime_of(request).otp.import_seed(
-            name, _identity(data), _params(data), _seed(data)
-        )
+    @post("/seeds/{name:str}/import", opt=route("otp:import"), responses=answers(SeedCreated))
+    async def import_seed(self, call: CallParam, name: FromPath[str], data: JSONBody[SeedBody]) -> Reply:
+        blob = await call.vault.otp.import_seed(name, _identity(data), _params(data), _seed(data))
         return ok({"encrypted_seed": blob})
 
-    @post("/seeds/{name:str}/import-pskc", opt={OPERATION: "otp:import"}, status_code=200)
-    async def import_pskc(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[PskcBody]
-    ) -> ASGIApp:
+    @post(
+        "/seeds/{name:str}/import-pskc", opt=route("otp:import"), responses=answers(ImportedTokens)
+    )
+    async def import_pskc(self, call: CallParam, name: FromPath[str], data: JSONBody[PskcBody]) -> Reply:
         try:
             psk = bytes.fromhex(data.preshared_key_hex) if data.preshared_key_hex else None
         except ValueError:
             raise OtpInputError("preshared_key_hex", "is not hexadecimal") from None
-        otp = runtime_of(request).otp
+        otp = call.vault.otp
         results = []
         for entry in parse_pskc(data.pskc, preshared_key=psk):
             serial = entry.serial or entry.key_id
@@ -171,33 +180,25 @@ class OtpController(Controller):
             results.append(item)
         return ok({"tokens": results})
 
-    @post("/verify/{name:str}", opt={OPERATION: "otp:verify"}, status_code=200)
-    async def verify(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[VerifyBody]
-    ) -> ASGIApp:
-        return await verify_one(runtime_of(request), principal(request), name, data)
-
-
-async def verify_one(rt: Runtime, caller: Principal, name: str, data: VerifyBody) -> JsonResponse:
-    """``otp/verify``: the Litestar route and the fast path both end here."""
-    del caller  # authorized before; verification does not depend on who asks
-    try:
-        session = bytes.fromhex(data.session_info_hex) if data.session_info_hex else None
-    except ValueError:
-        raise OtpInputError("session_info_hex", "is not hexadecimal") from None
-    result = await rt.otp.verify(
-        name,
-        VerifyInput(
-            encrypted_seed=data.encrypted_seed,
-            identity=_identity(data),
-            otp=data.otp,
-            challenge=data.challenge,
-            challenge2=data.challenge2,
-            counter=data.counter,
-            window=data.window,
-            password=data.password,
-            password_hash=data.password_hash,
-            session_info=session,
-        ),
-    )
-    return ok(_verify_view(result))
+    @post("/verify/{name:str}", opt=route("otp:verify"), responses=answers(Verified))
+    async def verify(self, call: CallParam, name: FromPath[str], data: JSONBody[VerifyBody]) -> Reply:
+        try:
+            session = bytes.fromhex(data.session_info_hex) if data.session_info_hex else None
+        except ValueError:
+            raise OtpInputError("session_info_hex", "is not hexadecimal") from None
+        result = await call.vault.otp.verify(
+            name,
+            VerifyInput(
+                encrypted_seed=data.encrypted_seed,
+                identity=_identity(data),
+                otp=data.otp,
+                challenge=data.challenge,
+                challenge2=data.challenge2,
+                counter=data.counter,
+                window=data.window,
+                password=data.password,
+                password_hash=data.password_hash,
+                session_info=session,
+            ),
+        )
+        return ok(_verify_view(result))

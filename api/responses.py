@@ -1,104 +1,83 @@
 """Vault's response envelope and error body, encoded once with msgspec.
 
-Success responses are sent by a minimal ASGI callable: the handlers already hold the
-encoded body, and a framework response object per request costs more than the HSM call.
+A handler returns a :class:`Reply`: the encoded body, its status and extra headers. The gate
+sends it (and only the gate sends anything), adding the request id; a framework response
+object per request would cost more than the HSM call.
 """
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from typing import Any
 
 import msgspec
-from litestar import Response
-from litestar.types import Receive, Scope, Send
-from prometheus_client import Counter
 
-from vault.errors import RateLimited, VaultError
+from api import call as calls
 
 _encoder = msgspec.json.Encoder()
-ERRORS = Counter(
-    "vault_request_errors_total", "Requests answered with an error, by status", ["status"]
-)
-JSON = "application/json"
-_JSON_HEADER = (b"content-type", b"application/json")
+NO_STORE = (b"cache-control", b"no-store")
 
 
-class JsonResponse:
-    """An ASGI app that sends one JSON body (exactly ``application/json``, as hvac wants)."""
+JSON = b"application/json"  # exactly this, as hvac wants
 
-    __slots__ = ("body", "extra_headers", "status")
+
+class Reply:
+    """One answer: its body, status, content type and any extra headers."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(
-        self, body: bytes, status: int = 200, extra_headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        body: bytes,
+        status: int = 200,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        content_type: bytes = JSON,
     ) -> None:
         self.body = body
         self.status = status
-        self.extra_headers = extra_headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [_JSON_HEADER] if self.status != 204 else []
-        headers.append((b"content-length", str(len(self.body)).encode()))
-        if self.extra_headers:
-            headers.extend(self.extra_headers)
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+        self.headers = headers
+        self.content_type = content_type
 
 
-class _RequestIds:
-    """Request ids shaped like Vault's UUIDs: a random per-process part and a counter
-    (unique, cheap, and useful for correlating logs; not a secret)."""
-
-    def __init__(self) -> None:
-        rnd = uuid.uuid4().hex
-        self._head = f"{rnd[:8]}-{rnd[8:12]}-4{rnd[13:16]}-{rnd[16:20]}-"
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._head}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+def _request_id() -> str:
+    call = calls.current.get()
+    return call.request_id if call is not None else calls.request_ids.next()
 
 
-request_ids = _RequestIds()
+def ok(
+    data: dict[str, Any] | None,
+    status: int = 200,
+    *,
+    secret: bool = False,
+    warnings: list[str] | None = None,
+) -> Reply:
+    """Vault's success envelope (204 with no body when there is nothing to say).
 
-
-def ok(data: dict[str, Any] | None, status: int = 200) -> JsonResponse:
-    """Vault's success envelope (204 with no body when there is nothing to say)."""
+    ``secret``: the answer carries a plaintext, a data key or a seed, which no cache along
+    the way may keep (``Cache-Control: no-store``)."""
     if data is None:
-        return JsonResponse(b"", 204)
+        return Reply(b"", 204)
     body = {
-        "request_id": request_ids.next(),
+        "request_id": _request_id(),
         "lease_id": "",
         "renewable": False,
         "lease_duration": 0,
         "data": data,
         "wrap_info": None,
-        "warnings": None,
+        "warnings": warnings,
         "auth": None,
     }
-    return JsonResponse(_encoder.encode(body), status)
+    return Reply(_encoder.encode(body), status, (NO_STORE,) if secret else ())
+
+
+def raw(value: Any, status: int = 200) -> Reply:
+    """A JSON document outside Vault's envelope (health, the OpenAPI document)."""
+    return Reply(_encoder.encode(value), status)
+
+
+def error_body(reason: str) -> bytes:
+    """The contract's error shape; the request id travels in ``X-Request-Id``."""
+    return _encoder.encode({"errors": [reason]})
 
 
 def encode(value: Any) -> bytes:
     return _encoder.encode(value)
-
-
-def error_json(exc: VaultError) -> JsonResponse:
-    """A vault error as the fast path sends it (the same body as :func:`error`)."""
-    ERRORS.labels(str(exc.status)).inc()
-    return JsonResponse(_encoder.encode({"errors": [str(exc)]}), exc.status, retry_headers(exc))
-
-
-def retry_headers(exc: VaultError) -> list[tuple[bytes, bytes]]:
-    if isinstance(exc, RateLimited):
-        return [(b"retry-after", str(exc.retry_after).encode())]
-    return []
-
-
-def error(status: int, *messages: str, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(
-        content=_encoder.encode({"errors": list(messages)}),
-        status_code=status,
-        media_type=JSON,
-        headers=headers,
-    )

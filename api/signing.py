@@ -13,30 +13,26 @@ import binascii
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody
-from litestar.types import ASGIApp
 from msgspec import Meta, Struct
 
-from api.responses import JsonResponse, ok
-from api.security import OPERATION, principal
-from api.transit import runtime_of
-from vault.auth import Principal
-from vault.digest import Digests, Field, Mac, MacCheck
+from api.call import Call, CallParam, route
+from api.documents import answers
+from api.responses import Reply, ok
+from api.schemas import B64, BatchResults, Reference, Valid, Version
+from vault.digest import Field, Mac, MacCheck
 from vault.errors import BadRequest, VaultError
-from vault.runtime import Runtime
-from vault.signing import DEFAULT_HASH, Signed, Signer, SignOptions, VerifyItem
+from vault.signing import DEFAULT_HASH, Signed, SignOptions, VerifyItem
 
-B64 = Annotated[str, Meta(max_length=16 * 1024 * 1024)]
-Version = Annotated[int, Meta(ge=0, le=2**31 - 1)]
-Reference = str | int | None
-FieldPair = tuple[str, str | int | bool | None]
+Text = Annotated[str, Meta(max_length=1024)]
+FieldPair = tuple[Annotated[str, Meta(max_length=1024)], str | int | bool | None]
 
 
 class SignItem(Struct, kw_only=True):
     input: B64 | None = None
-    signature: str | None = None
-    hmac: str | None = None
+    signature: Annotated[str, Meta(max_length=65536)] | None = None
+    hmac: Annotated[str, Meta(max_length=1024)] | None = None
     reference: Reference = None
 
 
@@ -44,60 +40,67 @@ class SignBody(Struct, kw_only=True):
     """sign, verify and hmac bodies (Vault's field names; unknown fields are ignored)."""
 
     input: B64 | None = None
-    signature: str | None = None
-    hmac: str | None = None
+    signature: Annotated[str, Meta(max_length=65536)] | None = None
+    hmac: Annotated[str, Meta(max_length=1024)] | None = None
     prehashed: bool | None = None
-    hash_algorithm: str | None = None
-    algorithm: str | None = None
-    signature_algorithm: str | None = None
-    marshaling_algorithm: str | None = None
-    salt_length: str | int | None = None
+    hash_algorithm: Text | None = None
+    algorithm: Text | None = None
+    signature_algorithm: Text | None = None
+    marshaling_algorithm: Text | None = None
+    salt_length: Text | int | None = None
     key_version: Version | None = None
     batch_input: list[SignItem] | None = None
 
 
 class DigestItem(Struct, kw_only=True):
     fields: list[FieldPair] | None = None
-    digest: str | None = None
+    digest: Annotated[str, Meta(max_length=1024)] | None = None
     reference: Reference = None
 
 
 class DigestBody(Struct, kw_only=True):
     fields: list[FieldPair] | None = None
-    digest: str | None = None
+    digest: Annotated[str, Meta(max_length=1024)] | None = None
     key_version: Version | None = None
     batch_input: list[DigestItem] | None = None
 
 
 class BlindIndexItem(Struct, kw_only=True):
-    value: str | None = None
-    normalization: str | None = None
-    context: str | None = None
+    value: Annotated[str, Meta(max_length=65536)] | None = None
+    normalization: Text | None = None
+    context: Text | None = None
     reference: Reference = None
 
 
 class BlindIndexBody(Struct, kw_only=True):
-    value: str | None = None
-    normalization: str | None = None
-    context: str | None = None
+    value: Annotated[str, Meta(max_length=65536)] | None = None
+    normalization: Text | None = None
+    context: Text | None = None
     key_version: Version | None = None
     batch_input: list[BlindIndexItem] | None = None
 
 
-def signer(rt: Runtime) -> Signer:
-    found = rt.extras.get("signing")
-    if not isinstance(found, Signer):
-        found = Signer(rt.registry, rt.hsm)
-        rt.extras["signing"] = found
-    return found
+class Signature(Struct):
+    signature: str
+    key_version: int
 
 
-def digests(rt: Runtime) -> Digests:
-    found = rt.extras.get("digests")
-    if not isinstance(found, Digests):
-        found = Digests(rt.registry, rt.hsm)
-        rt.extras["digests"] = found
-    return found
+class Hmac(Struct):
+    hmac: str
+
+
+class Digest(Struct, kw_only=True):
+    digest: str
+    key_version: int
+
+
+class BlindIndex(Struct, kw_only=True):
+    blind_index: str
+    key_version: int
+
+
+class Jwks(Struct):
+    keys: list[dict[str, str]]
 
 
 def _decode_input(value: str | None, missing: str | None) -> bytes | VaultError:
@@ -110,13 +113,14 @@ def _decode_input(value: str | None, missing: str | None) -> bytes | VaultError:
         return BadRequest("unable to decode input as base64")
 
 
-def _batch(items: Sequence[Any] | None, rt: Runtime) -> Sequence[Any] | None:
+def _batch(items: Sequence[Any] | None, call: Call) -> Sequence[Any] | None:
     if items is None:
         return None
     if not items:
         raise BadRequest("missing batch input to process")
-    if len(items) > rt.settings.max_batch_items:
-        raise BadRequest(f"batch_input has more than {rt.settings.max_batch_items} items")
+    limit = call.vault.settings.max_batch_items
+    if len(items) > limit:
+        raise BadRequest(f"batch_input has more than {limit} items")
     return items
 
 
@@ -192,26 +196,14 @@ def _mac_result(result: Mac | VaultError, name: str, reference: str | None) -> d
     return out
 
 
-async def sign_one(
-    rt: Runtime, caller: Principal, name: str, body: SignBody, hash_algorithm: str | None = None
-) -> JsonResponse:
-    """``sign`` of one input: the Litestar route and the fast path both end here."""
-    del caller  # authorized before
-    options = _sign_options(body, hash_algorithm)
-    item = _decode_input(body.input, None)
-    result = _single((await signer(rt).sign(name, [item], options, body.key_version))[0])
-    return ok({"signature": result.signature, "key_version": result.key_version})
-
-
-async def hmac_one(
-    rt: Runtime, caller: Principal, name: str, body: SignBody, algorithm: str | None = None
-) -> JsonResponse:
-    """``hmac`` of one input: the Litestar route and the fast path both end here."""
-    del caller  # authorized before
-    item = _single(_decode_input(body.input, "missing input for HMAC"))
-    chosen = algorithm or body.algorithm
-    result = _single((await digests(rt).hmac(name, [item], chosen, body.key_version))[0])
-    return ok({"hmac": result.value})
+def _valid_items(batch: Sequence[Any], results: Sequence[bool | VaultError]) -> Reply:
+    out = []
+    for i, r in zip(batch, results, strict=True):
+        if isinstance(r, VaultError):
+            out.append({"valid": False, "error": str(r), "reference": _reference(i)})
+        else:
+            out.append({"valid": r, "reference": _reference(i)})
+    return ok({"batch_results": out})
 
 
 class SigningController(Controller):
@@ -221,24 +213,27 @@ class SigningController(Controller):
 
     @post(
         ["/sign/{name:str}", "/sign/{name:str}/{hash_algorithm:str}"],
-        opt={OPERATION: "sign"},
-        status_code=200,
+        opt=route("sign"),
+        responses=answers(Signature, BatchResults),
     )
     async def sign(
         self,
-        request: Request[Any, Any, Any],
+        call: CallParam,
         name: FromPath[str],
         hash_algorithm: FromPath[str | None] = None,
         data: JSONBody[SignBody | None] = None,
-    ) -> ASGIApp:
-        rt = runtime_of(request)
+    ) -> Reply:
         body = data or SignBody()
-        batch = _batch(body.batch_input, rt)
-        if batch is None:
-            return await sign_one(rt, principal(request), name, body, hash_algorithm)
+        batch = _batch(body.batch_input, call)
         options = _sign_options(body, hash_algorithm)
+        signer = call.vault.signer
+        if batch is None:
+            item = _decode_input(body.input, None)
+            result = _single((await signer.sign(name, [item], options, body.key_version))[0])
+            call.key_version = result.key_version
+            return ok({"signature": result.signature, "key_version": result.key_version})
         inputs = [_decode_input(i.input, "missing input") for i in batch]
-        results = await signer(rt).sign(name, inputs, options, body.key_version)
+        results = await signer.sign(name, inputs, options, body.key_version)
         return ok(
             {
                 "batch_results": [
@@ -249,29 +244,28 @@ class SigningController(Controller):
 
     @post(
         ["/verify/{name:str}", "/verify/{name:str}/{hash_algorithm:str}"],
-        opt={OPERATION: "verify"},
-        status_code=200,
+        opt=route("verify"),
+        responses=answers(Valid, BatchResults),
     )
     async def verify(
         self,
-        request: Request[Any, Any, Any],
+        call: CallParam,
         name: FromPath[str],
         hash_algorithm: FromPath[str | None] = None,
         data: JSONBody[SignBody | None] = None,
-    ) -> ASGIApp:
-        rt = runtime_of(request)
+    ) -> Reply:
         body = data or SignBody()
-        batch = _batch(body.batch_input, rt)
-        mode = _verify_mode(body, batch)
-        if mode == "hmac":
-            return await self._verify_hmac(rt, name, body, batch, hash_algorithm)
+        batch = _batch(body.batch_input, call)
+        if _verify_mode(body, batch) == "hmac":
+            return await _verify_hmac(call, name, body, batch, hash_algorithm)
         options = _sign_options(body, hash_algorithm)
+        signer = call.vault.signer
         if batch is None:
             item = _decode_input(body.input, None)
             sig_item = (
                 item if isinstance(item, VaultError) else VerifyItem(item, body.signature or "")
             )
-            valid = _single((await signer(rt).verify(name, [sig_item], options))[0])
+            valid = _single((await signer.verify(name, [sig_item], options))[0])
             return ok({"valid": valid})
         items: list[VerifyItem | VaultError] = []
         for i in batch:
@@ -281,74 +275,37 @@ class SigningController(Controller):
                 if isinstance(decoded, VaultError)
                 else VerifyItem(decoded, i.signature or "")
             )
-        results = await signer(rt).verify(name, items, options)
-        out = []
-        for i, r in zip(batch, results, strict=True):
-            if isinstance(r, VaultError):
-                out.append({"valid": False, "error": str(r), "reference": _reference(i)})
-            else:
-                out.append({"valid": r, "reference": _reference(i)})
-        return ok({"batch_results": out})
+        return _valid_items(batch, await signer.verify(name, items, options))
 
-    @staticmethod
-    async def _verify_hmac(
-        rt: Runtime,
-        name: str,
-        body: SignBody,
-        batch: Sequence[SignItem] | None,
-        path_algorithm: str | None,
-    ) -> ASGIApp:
-        algorithm = path_algorithm or body.hash_algorithm or body.algorithm
-        if batch is None:
-            item = _decode_input(body.input, None)
-            check = item if isinstance(item, VaultError) else MacCheck(item, body.hmac or "")
-            valid = _single((await digests(rt).verify_hmac(name, [check], algorithm))[0])
-            return ok({"valid": valid})
-        checks: list[MacCheck | VaultError] = []
-        for i in batch:
-            decoded = _decode_input(i.input, "missing input")
-            checks.append(
-                decoded if isinstance(decoded, VaultError) else MacCheck(decoded, i.hmac or "")
-            )
-        results = await digests(rt).verify_hmac(name, checks, algorithm)
-        out: list[dict[str, Any]] = []
-        for i, r in zip(batch, results, strict=True):
-            # Vault leaves "valid" out of a failed HMAC item (a Go omitempty), see §C.
-            if isinstance(r, VaultError):
-                out.append({"error": str(r), "reference": _reference(i)})
-            elif r:
-                out.append({"valid": True, "reference": _reference(i)})
-            else:
-                out.append({"reference": _reference(i)})
-        return ok({"batch_results": out})
-
-    @get("/keys/{name:str}/jwks", opt={OPERATION: "verify"})
-    async def jwks(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = runtime_of(request)
-        return ok(await signer(rt).jwks(name))
+    @get("/keys/{name:str}/jwks", opt=route("verify"), responses=answers(Jwks))
+    async def jwks(self, call: CallParam, name: FromPath[str]) -> Reply:
+        return ok(await call.vault.signer.jwks(name))
 
     # -- HMAC ------------------------------------------------------------------------------
 
     @post(
         ["/hmac/{name:str}", "/hmac/{name:str}/{algorithm:str}"],
-        opt={OPERATION: "hmac"},
-        status_code=200,
+        opt=route("hmac"),
+        responses=answers(Hmac, BatchResults),
     )
     async def hmac(
         self,
-        request: Request[Any, Any, Any],
+        call: CallParam,
         name: FromPath[str],
         algorithm: FromPath[str | None] = None,
         data: JSONBody[SignBody | None] = None,
-    ) -> ASGIApp:
-        rt = runtime_of(request)
+    ) -> Reply:
         body = data or SignBody()
-        batch = _batch(body.batch_input, rt)
-        if batch is None:
-            return await hmac_one(rt, principal(request), name, body, algorithm)
+        batch = _batch(body.batch_input, call)
         chosen = algorithm or body.algorithm
+        digests = call.vault.digests
+        if batch is None:
+            item = _single(_decode_input(body.input, "missing input for HMAC"))
+            result = _single((await digests.hmac(name, [item], chosen, body.key_version))[0])
+            call.key_version = result.key_version
+            return ok({"hmac": result.value})
         inputs = [_decode_input(i.input, "missing input for HMAC") for i in batch]
-        results = await digests(rt).hmac(name, inputs, chosen, body.key_version)
+        results = await digests.hmac(name, inputs, chosen, body.key_version)
         out = []
         for i, r in zip(batch, results, strict=True):
             if isinstance(r, VaultError):
@@ -359,18 +316,16 @@ class SigningController(Controller):
 
     # -- record digests --------------------------------------------------------------------
 
-    @post("/digest/{name:str}", opt={OPERATION: "digest"}, status_code=200)
-    async def digest(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[DigestBody]
-    ) -> ASGIApp:
-        rt = runtime_of(request)
-        batch = _batch(data.batch_input, rt)
+    @post("/digest/{name:str}", opt=route("digest"), responses=answers(Digest, BatchResults))
+    async def digest(self, call: CallParam, name: FromPath[str], data: JSONBody[DigestBody]) -> Reply:
+        batch = _batch(data.batch_input, call)
+        digests = call.vault.digests
         if batch is None:
-            results = await digests(rt).record_digests(
+            results = await digests.record_digests(
                 name, [_single(_fields(data.fields))], data.key_version
             )
             return ok(_mac_result(_single(results[0]), "digest", None))
-        results = await digests(rt).record_digests(
+        results = await digests.record_digests(
             name, [_fields(i.fields) for i in batch], data.key_version
         )
         return ok(
@@ -382,12 +337,10 @@ class SigningController(Controller):
             }
         )
 
-    @post("/digest/{name:str}/verify", opt={OPERATION: "digest"}, status_code=200)
-    async def verify_digest(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[DigestBody]
-    ) -> ASGIApp:
-        rt = runtime_of(request)
-        batch = _batch(data.batch_input, rt)
+    @post("/digest/{name:str}/verify", opt=route("digest"), responses=answers(Valid, BatchResults))
+    async def verify_digest(self, call: CallParam, name: FromPath[str], data: JSONBody[DigestBody]) -> Reply:
+        batch = _batch(data.batch_input, call)
+        digests = call.vault.digests
 
         def item(fields: list[FieldPair] | None, digest: str | None) -> Any:
             record = _fields(fields)
@@ -398,29 +351,23 @@ class SigningController(Controller):
             return (record, digest)
 
         if batch is None:
-            results = await digests(rt).verify_record_digests(
+            results = await digests.verify_record_digests(
                 name, [_single(item(data.fields, data.digest))]
             )
             return ok({"valid": _single(results[0])})
-        results = await digests(rt).verify_record_digests(
+        results = await digests.verify_record_digests(
             name, [item(i.fields, i.digest) for i in batch]
         )
-        out = []
-        for i, r in zip(batch, results, strict=True):
-            if isinstance(r, VaultError):
-                out.append({"valid": False, "error": str(r), "reference": _reference(i)})
-            else:
-                out.append({"valid": r, "reference": _reference(i)})
-        return ok({"batch_results": out})
+        return _valid_items(batch, results)
 
     # -- blind indexes ---------------------------------------------------------------------
 
-    @post("/blind-index/{name:str}", opt={OPERATION: "digest"}, status_code=200)
-    async def blind_index(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[BlindIndexBody]
-    ) -> ASGIApp:
-        rt = runtime_of(request)
-        batch = _batch(data.batch_input, rt)
+    @post(
+        "/blind-index/{name:str}", opt=route("digest"), responses=answers(BlindIndex, BatchResults)
+    )
+    async def blind_index(self, call: CallParam, name: FromPath[str], data: JSONBody[BlindIndexBody]) -> Reply:
+        batch = _batch(data.batch_input, call)
+        digests = call.vault.digests
 
         def item(
             value: str | None, normalization: str | None, context: str | None
@@ -432,13 +379,13 @@ class SigningController(Controller):
             return (value, normalization, context or "")
 
         if batch is None:
-            results = await digests(rt).blind_indexes(
+            results = await digests.blind_indexes(
                 name,
                 [_single(item(data.value, data.normalization, data.context))],
                 data.key_version,
             )
             return ok(_mac_result(_single(results[0]), "blind_index", None))
-        results = await digests(rt).blind_indexes(
+        results = await digests.blind_indexes(
             name, [item(i.value, i.normalization, i.context) for i in batch], data.key_version
         )
         return ok(
@@ -449,3 +396,36 @@ class SigningController(Controller):
                 ]
             }
         )
+
+
+async def _verify_hmac(
+    call: Call,
+    name: str,
+    body: SignBody,
+    batch: Sequence[SignItem] | None,
+    path_algorithm: str | None,
+) -> Reply:
+    algorithm = path_algorithm or body.hash_algorithm or body.algorithm
+    digests = call.vault.digests
+    if batch is None:
+        item = _decode_input(body.input, None)
+        check = item if isinstance(item, VaultError) else MacCheck(item, body.hmac or "")
+        valid = _single((await digests.verify_hmac(name, [check], algorithm))[0])
+        return ok({"valid": valid})
+    checks: list[MacCheck | VaultError] = []
+    for i in batch:
+        decoded = _decode_input(i.input, "missing input")
+        checks.append(
+            decoded if isinstance(decoded, VaultError) else MacCheck(decoded, i.hmac or "")
+        )
+    results = await digests.verify_hmac(name, checks, algorithm)
+    out: list[dict[str, Any]] = []
+    for i, r in zip(batch, results, strict=True):
+        # Vault leaves "valid" out of a failed HMAC item (a Go omitempty), see §C.
+        if isinstance(r, VaultError):
+            out.append({"error": str(r), "reference": _reference(i)})
+        elif r:
+            out.append({"valid": True, "reference": _reference(i)})
+        else:
+            out.append({"reference": _reference(i)})
+    return ok({"batch_results": out})

@@ -5,56 +5,53 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import msgspec
 from cryptography.hazmat.primitives import serialization
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody
-from litestar.types import ASGIApp
 
-from api.responses import JsonResponse, ok
-from api.schemas import BatchItem, ConfigKey, CreateKey, DataKeyBody, EncryptBody, RandomBody
-from api.security import OPERATION, principal
-from vault.auth import Principal
-from vault.envelope import EncryptItem, b64decode, b64encode
+from api.call import Call, CallParam, route
+from api.documents import answers
+from api.responses import Reply, ok
+from api.schemas import (
+    BatchItem,
+    BatchResults,
+    ConfigKey,
+    CreateKey,
+    DataKey,
+    DataKeyBody,
+    EncryptBody,
+    Encrypted,
+    KeyInfo,
+    KeyNames,
+    Plaintext,
+    RandomBody,
+    RandomBytes,
+)
+from api.errors import PARTIAL_FAILURE_STATUSES
+from hsm import HsmOps
+from vault.encoding import b64decode, b64encode
+from vault.envelope import EncryptItem
 from vault.errors import BadRequest, NotFound, VaultError
-from vault.hsm import HsmOps
 from vault.keys import Key, validate_name
 from vault.keytypes import key_type
-from vault.runtime import Runtime
-from vault.transit import DecryptItem, Encrypted
+from vault.runtime import Vault
+from vault.transit import DecryptItem
+from vault.transit import Encrypted as EncryptedItem
 
 _EMPTY = b""
-
-
-def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
+_ASYMMETRIC_NAMES = {"ecdsa-p256": "P-256", "ed25519": "ed25519", "rsa-3072": "rsa-3072"}
+REVERTING = "invalid HTTP response code override from partial_failure_response_code, reverting to 400"
 
 
 def _rfc3339(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _period(value: int | str | None) -> int | None:
-    """Vault accepts seconds or a duration string ("24h", "30m", "3600s")."""
-    if value is None or isinstance(value, int):
-        return value
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = value.strip()
-    try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise BadRequest("auto_rotate_period must be seconds or a duration like '24h'") from None
-
-
-_ASYMMETRIC_NAMES = {"ecdsa-p256": "P-256", "ed25519": "ed25519", "rsa-3072": "rsa-3072"}
-
-
-async def key_view(rt: Runtime, key: Key) -> dict[str, Any]:
+async def key_view(vault: Vault, key: Key) -> dict[str, Any]:
     """Vault's key info. Only versions that can still decrypt (or verify) are listed."""
     kind = key.type
-    live = {n: v for n, v in sorted(key.versions.items()) if n >= key.min_decryption_version}
+    live = {v.version: v for v in key.live_versions()}
     view: dict[str, Any] = {
         "allow_plaintext_backup": False,
         "auto_rotate_period": key.auto_rotate_period,
@@ -69,7 +66,7 @@ async def key_view(rt: Runtime, key: Key) -> dict[str, Any]:
         def job(ops: HsmOps) -> dict[int, bytes]:
             return {n: ops.public_key_der(i) for n, i in ids.items()}
 
-        ders = await rt.hsm.run(job)
+        ders = await vault.hsm.run(job)
         view["keys"] = {
             str(n): {
                 "certificate_chain": "",
@@ -104,14 +101,14 @@ async def key_view(rt: Runtime, key: Key) -> dict[str, Any]:
     return view
 
 
-def _decoded(value: str | None, field: str) -> bytes:
-    return _EMPTY if value is None else b64decode(value, field)
+def _decoded(value: str | None | msgspec.UnsetType, field: str) -> bytes:
+    return b64decode(value, field) if isinstance(value, str) else _EMPTY
 
 
 def _encrypt_item(item: BatchItem | EncryptBody, single: bool = False) -> EncryptItem | VaultError:
     # Vault: a single request's ``"plaintext": null`` is the empty message; a batch item
     # without plaintext is an error.
-    if item.plaintext is None and not single:
+    if item.plaintext is None and not single:  # a batch item without plaintext
         return BadRequest("missing plaintext to encrypt")
     try:
         return EncryptItem(
@@ -134,19 +131,6 @@ def _decrypt_item(item: BatchItem | EncryptBody) -> DecryptItem | VaultError:
         return exc
 
 
-async def encrypt_one(rt: Runtime, caller: Principal, name: str, data: EncryptBody) -> JsonResponse:
-    """``encrypt`` of one message: the Litestar route and the fast path both end here."""
-    await _key_or_upsert(rt, caller, name, data.type)
-    result = await rt.transit.encrypt(name, [_encrypt_item(data, single=True)], data.key_version)
-    return ok(_encrypted(_single(result[0])))
-
-
-async def decrypt_one(rt: Runtime, caller: Principal, name: str, data: EncryptBody) -> JsonResponse:
-    """``decrypt`` of one message: the Litestar route and the fast path both end here."""
-    result = await rt.transit.decrypt(name, [_decrypt_item(data)])
-    return ok({"plaintext": b64encode(_single(result[0]))})
-
-
 def _batch(data: EncryptBody, max_items: int) -> list[BatchItem] | None:
     if data.batch_input is None:
         return None
@@ -157,23 +141,32 @@ def _batch(data: EncryptBody, max_items: int) -> list[BatchItem] | None:
     return data.batch_input
 
 
-def _batch_response(
+def _batch_reply(
     items: list[BatchItem],
     results: list[dict[str, Any]],
     *,
     failures_fail: bool,
     partial: int | None = None,
-) -> ASGIApp:
+    secret: bool = False,
+) -> Reply:
     """Vault's batch rules: ``reference`` always echoed; for encrypt and decrypt, any failed
-    item makes the reply 400 (or ``partial_failure_response_code`` when some succeeded)."""
+    item makes the reply 400, or ``partial_failure_response_code`` when some succeeded (a
+    code outside 2xx/4xx/5xx, or one that cannot carry a body, reverts to 400 with a
+    warning, as Vault does)."""
     failed = 0
     for item, result in zip(items, results, strict=True):
         result["reference"] = item.reference or ""
         failed += "error" in result
     status = 200
+    warnings = None
     if failures_fail and failed:
-        status = partial if partial and failed < len(results) else 400
-    return ok({"batch_results": results}, status=status)
+        status = 400
+        if partial is not None and failed < len(results):
+            if partial in PARTIAL_FAILURE_STATUSES:
+                status = partial
+            else:
+                warnings = [REVERTING]
+    return ok({"batch_results": results}, status=status, secret=secret, warnings=warnings)
 
 
 def _single(result: Any) -> Any:
@@ -182,7 +175,7 @@ def _single(result: Any) -> Any:
     return result
 
 
-def _encrypted(result: Encrypted | VaultError) -> dict[str, Any]:
+def _encrypted(result: EncryptedItem | VaultError) -> dict[str, Any]:
     if isinstance(result, VaultError):
         return {"error": str(result)}
     return {"ciphertext": result.ciphertext, "key_version": result.key_version}
@@ -194,28 +187,35 @@ def _plaintext(result: bytes | VaultError) -> dict[str, Any]:
     return {"plaintext": b64encode(result)}
 
 
-async def _key_or_upsert(rt: Runtime, caller: Principal, name: str, type_name: str | None) -> None:
+def _used_version(call: Call, results: list[Any]) -> None:
+    versions = {r.key_version for r in results if isinstance(r, EncryptedItem)}
+    if len(versions) == 1:
+        call.key_version = versions.pop()
+
+
+async def _key_or_upsert(call: Call, name: str, type_name: str | None) -> None:
     """Vault creates a missing key on encrypt for a caller that may also create keys."""
+    vault = call.vault
     try:
-        await rt.registry.get(name)
+        await vault.registry.get(name)
     except NotFound:
-        if not caller.service.allows("create", name):
+        if not call.caller.service.allows("create", name):
             raise
         kind = type_name or "aes256-gcm96"
         if not key_type(kind).encryption:
             raise BadRequest(f"unknown key type {kind}") from None
-        await rt.registry.call(rt.registry.create_sync, name, kind)
+        await vault.registry.call(vault.registry.create_sync, name, kind)
 
 
 async def _rewrap_seeds(
-    rt: Runtime, name: str, data: EncryptBody, batch: list[BatchItem] | None
-) -> ASGIApp:
+    vault: Vault, name: str, data: EncryptBody, batch: list[BatchItem] | None
+) -> Reply:
     """``rewrap`` on an ``otp-seed`` key moves encrypted seeds to the latest version."""
 
     async def one(ciphertext: str | None, version: int | None) -> dict[str, Any]:
         if not ciphertext:
             raise BadRequest("missing ciphertext to decrypt")
-        blob, new_version = await rt.otp.rewrap(name, ciphertext, version)
+        blob, new_version = await vault.otp.rewrap(name, ciphertext, version)
         return {"ciphertext": blob, "key_version": new_version}
 
     if batch is None:
@@ -227,168 +227,176 @@ async def _rewrap_seeds(
             results.append(await one(item.ciphertext, version))
         except VaultError as exc:
             results.append({"error": str(exc)})
-    return _batch_response(batch, results, failures_fail=False)
+    return _batch_reply(batch, results, failures_fail=False)
 
 
 class TransitController(Controller):
     path = "/v1/transit"
 
-    @post("/keys/{name:str}", opt={OPERATION: "create"}, status_code=200)
-    async def create_key(
-        self,
-        request: Request[Any, Any, Any],
-        name: FromPath[str],
-        data: JSONBody[CreateKey | None] = None,
-    ) -> ASGIApp:
-        rt = runtime_of(request)
+    # -- keys ------------------------------------------------------------------------------
+
+    @post("/keys/{name:str}", opt=route("create"), responses=answers(KeyInfo))
+    async def create_key(self, call: CallParam, name: FromPath[str], data: JSONBody[CreateKey | None] = None) -> Reply:
+        vault = call.vault
         body = data or CreateKey()
         if body.exportable or body.allow_plaintext_backup:
             raise BadRequest("keys in this vault are never exportable")
         if body.derived or body.convergent_encryption:
             raise BadRequest("derived and convergent keys are not supported")
         validate_name(name)
-        key, _ = await rt.registry.call(
-            rt.registry.create_sync,
+        key, _ = await vault.registry.call(
+            vault.registry.create_sync,
             name,
             body.type or "aes256-gcm96",
-            _period(body.auto_rotate_period) or 0,
+            body.auto_rotate_period or 0,
         )
-        return ok(await key_view(rt, key))
+        return ok(await key_view(vault, key))
 
-    @get("/keys/{name:str}", opt={OPERATION: "read"})
-    async def read_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = runtime_of(request)
-        rt.registry.invalidate(name)
-        return ok(await key_view(rt, await rt.registry.get(name)))
+    @get("/keys/{name:str}", opt=route("read"), responses=answers(KeyInfo))
+    async def read_key(self, call: CallParam, name: FromPath[str]) -> Reply:
+        vault = call.vault
+        vault.registry.invalidate(name)
+        return ok(await key_view(vault, await vault.registry.get(name)))
 
-    @get("/keys", opt={OPERATION: "list"})
-    async def list_keys(self, request: Request[Any, Any, Any]) -> ASGIApp:
-        rt = runtime_of(request)
-        service = principal(request).service
-        names = [n for n in await rt.registry.names() if service.allows("list", n)]
+    @get("/keys", opt=route("list", key=None), responses=answers(KeyNames))
+    async def list_keys(self, call: CallParam) -> Reply:
+        service = call.caller.service
+        names = [n for n in await call.vault.registry.names() if service.allows("list", n)]
         if not names:
-            return JsonResponse(b'{"errors":[]}', 404)
+            raise NotFound("no keys")
         return ok({"keys": names})
 
-    @post("/keys/{name:str}/rotate", opt={OPERATION: "rotate"}, status_code=200)
-    async def rotate_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = runtime_of(request)
-        key = await rt.registry.call(rt.registry.rotate_sync, name)
-        return ok(await key_view(rt, key))
+    @post("/keys/{name:str}/rotate", opt=route("rotate"), responses=answers(KeyInfo))
+    async def rotate_key(self, call: CallParam, name: FromPath[str]) -> Reply:
+        vault = call.vault
+        key = await vault.registry.call(vault.registry.rotate_sync, name)
+        call.key_version = key.latest_version
+        return ok(await key_view(vault, key))
 
-    @post("/keys/{name:str}/config", opt={OPERATION: "config"}, status_code=200)
+    @post("/keys/{name:str}/config", opt=route("config"), responses=answers(KeyInfo))
     async def configure_key(
-        self,
-        request: Request[Any, Any, Any],
-        name: FromPath[str],
-        data: JSONBody[ConfigKey | None] = None,
-    ) -> ASGIApp:
-        rt = runtime_of(request)
+        self, call: CallParam, name: FromPath[str], data: JSONBody[ConfigKey | None] = None
+    ) -> Reply:
+        vault = call.vault
         body = data or ConfigKey()
         if body.exportable or body.allow_plaintext_backup:
             raise BadRequest("keys in this vault are never exportable")
-        key = await rt.registry.call(
-            rt.registry.configure_sync,
+        key = await vault.registry.call(
+            vault.registry.configure_sync,
             name,
             min_decryption_version=body.min_decryption_version,
             min_encryption_version=body.min_encryption_version,
             deletion_allowed=body.deletion_allowed,
-            auto_rotate_period=_period(body.auto_rotate_period),
+            auto_rotate_period=body.auto_rotate_period,
         )
-        return ok(await key_view(rt, key))
+        return ok(await key_view(vault, key))
 
-    @delete("/keys/{name:str}", opt={OPERATION: "delete"}, status_code=200)
-    async def delete_key(self, request: Request[Any, Any, Any], name: FromPath[str]) -> ASGIApp:
-        rt = runtime_of(request)
-        await rt.registry.call(rt.registry.delete_sync, name)
-        return ok(None)
+    @delete("/keys/{name:str}", opt=route("delete"), status_code=204)
+    async def delete_key(self, call: CallParam, name: FromPath[str]) -> None:
+        vault = call.vault
+        await vault.registry.call(vault.registry.delete_sync, name)
 
-    @post("/encrypt/{name:str}", opt={OPERATION: "encrypt"}, status_code=200)
-    async def encrypt(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
-    ) -> ASGIApp:
-        rt = runtime_of(request)
-        batch = _batch(data, rt.settings.max_batch_items)
+    # -- encryption ------------------------------------------------------------------------
+
+    @post(
+        "/encrypt/{name:str}",
+        opt=route("encrypt"),
+        responses=answers(Encrypted, BatchResults, batch_statuses=True),
+    )
+    async def encrypt(self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None) -> Reply:
+        if data is None:
+            raise BadRequest("missing plaintext to encrypt")
+        vault = call.vault
+        batch = _batch(data, vault.settings.max_batch_items)
+        if batch is None and data.plaintext is msgspec.UNSET:
+            raise BadRequest("missing plaintext to encrypt")
+        await _key_or_upsert(call, name, data.type)
         if batch is None:
-            return await encrypt_one(rt, principal(request), name, data)
-        await _key_or_upsert(rt, principal(request), name, data.type)
-        items = [_encrypt_item(i) for i in batch]
-        results = await rt.transit.encrypt(name, items, data.key_version)
-        return _batch_response(
+            one = await vault.transit.encrypt(
+                name, [_encrypt_item(data, single=True)], data.key_version
+            )
+            _used_version(call, one)
+            return ok(_encrypted(_single(one[0])))
+        results = await vault.transit.encrypt(name, [_encrypt_item(i) for i in batch], data.key_version)
+        _used_version(call, results)
+        return _batch_reply(
             batch,
             [_encrypted(r) for r in results],
             failures_fail=True,
             partial=data.partial_failure_response_code,
         )
 
-    @post("/decrypt/{name:str}", opt={OPERATION: "decrypt"}, status_code=200)
-    async def decrypt(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
-    ) -> ASGIApp:
-        rt = runtime_of(request)
-        batch = _batch(data, rt.settings.max_batch_items)
+    @post(
+        "/decrypt/{name:str}",
+        opt=route("decrypt"),
+        responses=answers(Plaintext, BatchResults, batch_statuses=True),
+    )
+    async def decrypt(self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None) -> Reply:
+        if data is None:
+            raise BadRequest("missing ciphertext to decrypt")
+        vault = call.vault
+        batch = _batch(data, vault.settings.max_batch_items)
         if batch is None:
-            return await decrypt_one(rt, principal(request), name, data)
-        results = await rt.transit.decrypt(name, [_decrypt_item(i) for i in batch])
-        return _batch_response(
+            result = await vault.transit.decrypt(name, [_decrypt_item(data)])
+            return ok({"plaintext": b64encode(_single(result[0]))}, secret=True)
+        results = await vault.transit.decrypt(name, [_decrypt_item(i) for i in batch])
+        return _batch_reply(
             batch,
             [_plaintext(r) for r in results],
             failures_fail=True,
             partial=data.partial_failure_response_code,
+            secret=True,
         )
 
-    @post("/rewrap/{name:str}", opt={OPERATION: "rewrap"}, status_code=200)
-    async def rewrap(
-        self, request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[EncryptBody]
-    ) -> ASGIApp:
-        rt = runtime_of(request)
-        key = await rt.registry.get(name)
-        batch = _batch(data, rt.settings.max_batch_items)
+    @post("/rewrap/{name:str}", opt=route("rewrap"), responses=answers(Encrypted, BatchResults))
+    async def rewrap(self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None) -> Reply:
+        if data is None:
+            raise BadRequest("missing ciphertext to decrypt")
+        vault = call.vault
+        key = await vault.registry.get(name)
+        batch = _batch(data, vault.settings.max_batch_items)
         if key.type.otp:
-            return await _rewrap_seeds(rt, name, data, batch)
+            return await _rewrap_seeds(vault, name, data, batch)
         if batch is None:
-            result = await rt.transit.rewrap(name, [_decrypt_item(data)], data.key_version)
+            result = await vault.transit.rewrap(name, [_decrypt_item(data)], data.key_version)
+            _used_version(call, result)
             return ok(_encrypted(_single(result[0])))
         items = [_decrypt_item(i) for i in batch]
-        results = await rt.transit.rewrap(name, items, data.key_version)
-        return _batch_response(batch, [_encrypted(r) for r in results], failures_fail=False)
+        results = await vault.transit.rewrap(name, items, data.key_version)
+        _used_version(call, results)
+        return _batch_reply(batch, [_encrypted(r) for r in results], failures_fail=False)
 
-    @post("/datakey/{kind:str}/{name:str}", opt={OPERATION: "datakey"}, status_code=200)
+    @post("/datakey/{kind:str}/{name:str}", opt=route("datakey:{kind}"), responses=answers(DataKey))
     async def datakey(
-        self,
-        request: Request[Any, Any, Any],
-        kind: FromPath[str],
-        name: FromPath[str],
-        data: JSONBody[DataKeyBody | None] = None,
-    ) -> ASGIApp:
+        self, call: CallParam, kind: FromPath[str], name: FromPath[str], data: JSONBody[DataKeyBody | None] = None
+    ) -> Reply:
         if kind not in ("plaintext", "wrapped"):
             raise BadRequest("Invalid path, must be 'plaintext' or 'wrapped'")
-        rt = runtime_of(request)
         body = data or DataKeyBody()
-        made = await rt.transit.datakey(
+        made = await call.vault.transit.datakey(
             name,
             body.bits or 256,
             _decoded(body.associated_data, "associated_data"),
             body.key_version,
         )
+        call.key_version = made.key_version
         result: dict[str, Any] = {"ciphertext": made.ciphertext, "key_version": made.key_version}
         if kind == "plaintext":
             result["plaintext"] = b64encode(made.plaintext)
-        return ok(result)
+        return ok(result, secret=kind == "plaintext")
 
     @post(
         ["/random", "/random/{count:int}", "/random/{source:str}/{count:int}"],
-        opt={OPERATION: "random"},
-        status_code=200,
+        opt=route("random", key=None),
+        responses=answers(RandomBytes),
     )
     async def random(
         self,
-        request: Request[Any, Any, Any],
+        call: CallParam,
         count: FromPath[int | None] = None,
         source: FromPath[str | None] = None,
         data: JSONBody[RandomBody | None] = None,
-    ) -> ASGIApp:
-        rt = runtime_of(request)
+    ) -> Reply:
         body = data or RandomBody()
         chosen = source or body.source or "platform"
         if chosen not in ("platform", "all"):
@@ -396,7 +404,7 @@ class TransitController(Controller):
         fmt = body.format or "base64"
         if fmt not in ("base64", "hex"):
             raise BadRequest("format must be 'base64' or 'hex'")
-        raw = await rt.transit.random(
+        raw = await call.vault.transit.random(
             count if count is not None else body.bytes if body.bytes is not None else 32
         )
-        return ok({"random_bytes": raw.hex() if fmt == "hex" else b64encode(raw)})
+        return ok({"random_bytes": raw.hex() if fmt == "hex" else b64encode(raw)}, secret=True)

@@ -1,14 +1,69 @@
-"""PKCS#11 behind the vault's small HSM interface. The only package that imports ``pkcs11``."""
+"""A self-contained PKCS#11 adapter: the only package that imports ``pkcs11``.
+
+It offers a small interface (:mod:`hsm.interface`: value types, the operations a job may
+call, the job runner), its own errors (:mod:`hsm.errors`), a runner that owns the logged-in
+session (:func:`connect`), and token initialization. It knows nothing of its callers.
+"""
 
 from __future__ import annotations
 
-from hsm._init_token import init_token, token_exists
-from hsm._thread import HsmThread
-from hsm._token import TokenSession, open_session
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["HsmThread", "TokenSession", "connect", "init_token", "open_session", "token_exists"]
+from hsm import errors
+from hsm.interface import (
+    GeneratedSeed,
+    HsmOps,
+    JobRunner,
+    KeySpec,
+    MacAlgorithm,
+    ObjectInfo,
+    SignScheme,
+)
+
+if TYPE_CHECKING:
+    from hsm._thread import HsmThread
+
+__all__ = [
+    "GeneratedSeed",
+    "HsmOps",
+    "JobRunner",
+    "KeySpec",
+    "MacAlgorithm",
+    "ObjectInfo",
+    "SignScheme",
+    "connect",
+    "errors",
+    "init_token",
+    "token_exists",
+]
 
 
-def connect(module_path: str, token_label: str, pin: str) -> HsmThread:
-    """Start the HSM thread with a logged-in session on the token labelled ``token_label``."""
-    return HsmThread(lambda: open_session(module_path, token_label, pin))
+def connect(
+    module_path: str, token_label: str, pin: Callable[[], str], *, inline_budget: float = 150e-6
+) -> HsmThread:
+    """A runner with a session on the token labelled ``token_label``, opened in the background
+    and re-opened whenever it is lost. ``pin`` is asked each time the session is opened (a PIN
+    file may change); a PIN the token refused is not tried again."""
+    from hsm._thread import HsmThread  # noqa: PLC0415 - pkcs11 only where the HSM is used
+    from hsm._token import open_session  # noqa: PLC0415
+
+    return HsmThread(
+        lambda: open_session(module_path, token_label, pin()),
+        inline_budget=inline_budget,
+        credential=lambda: hashlib.sha256(pin().encode()).digest(),
+    )
+
+
+def init_token(module_path: str, label: str, so_pin: str, user_pin: str) -> None:
+    """Initialize a free slot's token with ``label`` and set its user PIN (PINs never in argv)."""
+    from hsm._init_token import init_token as run  # noqa: PLC0415
+
+    run(module_path, label, so_pin, user_pin)
+
+
+def token_exists(module_path: str, label: str) -> bool:
+    from hsm._init_token import token_exists as run  # noqa: PLC0415
+
+    return run(module_path, label)

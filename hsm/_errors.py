@@ -1,4 +1,4 @@
-"""PKCS#11 exceptions become the vault's own, here and nowhere else."""
+"""PKCS#11 exceptions become the adapter's own (:mod:`hsm.errors`), here and nowhere else."""
 
 from __future__ import annotations
 
@@ -6,11 +6,20 @@ import logging
 
 import pkcs11.exceptions as p11e
 
-from vault.errors import BadRequest, ConfigError, HsmUnavailable, NotFound, VaultError
+from hsm.errors import (
+    HsmError,
+    HsmUnavailable,
+    InputRejected,
+    LoginRefused,
+    MechanismUnsupported,
+    ModuleUnusable,
+)
 
 log = logging.getLogger("hsm")
 
-# The session or the device is gone: the next job re-opens the session (see _thread.py).
+PKCS11Error = p11e.PKCS11Error
+
+# The session or the device is gone: the runner re-opens the session (see _thread.py).
 SESSION_LOST: tuple[type[Exception], ...] = (
     p11e.SessionClosed,
     p11e.SessionHandleInvalid,
@@ -24,7 +33,7 @@ SESSION_LOST: tuple[type[Exception], ...] = (
     p11e.ObjectHandleInvalid,
 )
 
-# A caller's input the token refused: a 400, never a 503.
+# A caller's input the token refused: the caller's fault, never the device's.
 _BAD_INPUT: tuple[type[Exception], ...] = (
     p11e.DataLenRange,
     p11e.DataInvalid,
@@ -35,24 +44,34 @@ _BAD_INPUT: tuple[type[Exception], ...] = (
     p11e.SignatureInvalid,
     p11e.SignatureLenRange,
 )
+_LOGIN: tuple[type[Exception], ...] = (
+    p11e.PinIncorrect,
+    p11e.PinLocked,
+    p11e.PinInvalid,
+    p11e.PinLenRange,
+    p11e.PinExpired,
+)
+_MECHANISM: tuple[type[Exception], ...] = (
+    p11e.MechanismInvalid,
+    p11e.MechanismParamInvalid,
+    p11e.KeyTypeInconsistent,
+    p11e.FunctionNotSupported,
+)
 
 
-def translate(exc: BaseException) -> VaultError:
-    """Map one exception raised inside an HSM job to the error the caller sees."""
-    if isinstance(exc, VaultError):
+def translate(exc: BaseException) -> HsmError:
+    """The adapter's error for one exception raised by python-pkcs11."""
+    if isinstance(exc, HsmError):
         return exc
-    if isinstance(exc, p11e.NoSuchKey):
-        return NotFound("key version has no HSM object")
-    if isinstance(exc, p11e.PinIncorrect | p11e.PinLocked | p11e.PinInvalid | p11e.PinLenRange):
+    if isinstance(exc, _LOGIN):
         log.error("HSM login refused: %s", type(exc).__name__)
-        return ConfigError("HSM login refused")
+        return LoginRefused()
+    if isinstance(exc, p11e.NoSuchToken):
+        return ModuleUnusable("HSM token not found")
     if isinstance(exc, _BAD_INPUT):
-        return BadRequest("the HSM refused the input")
-    if isinstance(exc, p11e.MechanismInvalid | p11e.MechanismParamInvalid):
-        log.error("HSM mechanism refused: %s", type(exc).__name__)
-        return HsmUnavailable("the HSM does not support this operation")
-    if isinstance(exc, p11e.PKCS11Error):
-        log.warning("HSM error: %s", type(exc).__name__)
-        return HsmUnavailable()
-    log.exception("unexpected error in an HSM job", exc_info=exc)
+        return InputRejected()
+    if isinstance(exc, _MECHANISM):
+        log.error("HSM refused the mechanism: %s", type(exc).__name__)
+        return MechanismUnsupported()
+    log.warning("HSM error: %s", type(exc).__name__)
     return HsmUnavailable()

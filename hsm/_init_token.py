@@ -16,7 +16,7 @@ import sys
 import pkcs11
 import pkcs11.exceptions as p11e
 
-from vault.errors import ConfigError
+from hsm.errors import ModuleUnusable
 
 CKR_OK = 0
 CKF_TOKEN_INITIALIZED = 0x400
@@ -91,7 +91,7 @@ def init_token(module_path: str, label: str, so_pin: str, user_pin: str) -> None
     )
     outcome = child.stdout.strip() or "token initialization failed"
     if child.returncode != 0 or outcome != "ok":
-        raise ConfigError(outcome)
+        raise ModuleUnusable(outcome)
     lib = pkcs11.lib(module_path)
     lib.reinitialize()
     token = lib.get_token(token_label=label)

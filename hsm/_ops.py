@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,14 +16,13 @@ from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
-from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext
-from vault.hsm import GeneratedSeed, KeySpec, MacAlgorithm, ObjectInfo, SignScheme
+from hsm.errors import AuthenticationFailed, HsmUnavailable, InputRejected, ObjectMissing
+from hsm.interface import GeneratedSeed, KeySpec, MacAlgorithm, ObjectInfo, SignScheme
 
 log = logging.getLogger("hsm")
 
 GCM_TAG_BITS = 128  # NIST SP 800-38D §5.2.1.2: the full 128-bit tag
-# Nonce prefix 0 is reserved for the decrypt canary (vault/envelope.py never allocates it).
-_CANARY_NONCE = bytes(12)
+GCM_IV_BYTES = 12  # SP 800-38D §8.2: 96-bit IVs
 _CANARY_AAD = b"hsm-vault/canary/v1"
 _CANARY_PLAINTEXT = bytes(16)
 
@@ -96,21 +96,6 @@ def _wrappable_seed(sensitive: bool) -> dict[Attribute, Any]:
     }
 
 
-class MissingObject(HsmUnavailable):
-    """A key version's object is not on the token (as this process sees it).
-
-    SoftHSM 2.6 can lose sight of objects another process created, once this process has
-    written to the token itself, until the library is initialized again; the HSM thread
-    does that once and retries. If the object is still missing, the version cannot be
-    used: 503, never a wrong answer.
-    """
-
-    default_message = "key version has no HSM object"
-
-    def __init__(self) -> None:
-        super().__init__(self.default_message)
-
-
 class Pkcs11Ops:
     """The token session plus a cache of key handles.
 
@@ -124,7 +109,7 @@ class Pkcs11Ops:
         self._session = session
         self._handles: dict[bytes, Any] = {}
         self._public: dict[bytes, Any] = {}
-        self._canaries: dict[bytes, bytes] = {}
+        self._canaries: dict[bytes, Any] = {}
 
     # -- objects -----------------------------------------------------------------------
 
@@ -133,7 +118,7 @@ class Pkcs11Ops:
             self._session.get_objects({Attribute.ID: key_id, Attribute.CLASS: object_class})
         )
         if not found:
-            raise MissingObject()
+            raise ObjectMissing()
         token_objects = [o for o in found if o[Attribute.TOKEN]]
         return (token_objects or found)[0]
 
@@ -280,45 +265,51 @@ class Pkcs11Ops:
     def random(self, length: int) -> bytes:
         return bytes(self._session.generate_random(length * 8))
 
-    def encrypt_gcm(self, key_id: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        return bytes(
-            self._key(key_id).encrypt(
-                plaintext,
-                mechanism=Mechanism.AES_GCM,
-                mechanism_param=GCMParams(nonce, aad, GCM_TAG_BITS),
-            )
+    def encrypt_gcm(
+        self, key_id: bytes, iv: bytes, plaintext: bytes, aad: bytes
+    ) -> tuple[bytes, bytes]:
+        # python-pkcs11 points CK_GCM_PARAMS.pIv at this very buffer (_pkcs11.pyx), so a
+        # module that writes its own IV there (AWS CloudHSM, FIPS-mode modules) leaves it in
+        # ``buffer``: what is returned is the IV the token used, not the one offered.
+        buffer = bytes(bytearray(iv))  # a private object: never an interned or shared one
+        ciphertext = self._key(key_id).encrypt(
+            plaintext,
+            mechanism=Mechanism.AES_GCM,
+            mechanism_param=GCMParams(buffer, aad, GCM_TAG_BITS),
         )
+        return bytes(bytearray(buffer)), bytes(ciphertext)
 
-    def decrypt_gcm(self, key_id: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    def decrypt_gcm(self, key_id: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         key = self._key(key_id)
         try:
             return bytes(
                 key.decrypt(
                     ciphertext,
                     mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(nonce, aad, GCM_TAG_BITS),
+                    mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),
                 )
             )
         except (p11e.EncryptedDataInvalid, p11e.EncryptedDataLenRange, p11e.GeneralError):
             # SoftHSM 2.6 reports a failed tag as GeneralError, the same as a device fault.
             # A known-good decryption under the same key tells the two apart.
             if self._canary_ok(key_id, key):
-                raise InvalidCiphertext() from None
+                raise AuthenticationFailed() from None
             raise HsmUnavailable() from None
 
     def _canary_ok(self, key_id: bytes, key: Any) -> bool:
-        param = GCMParams(_CANARY_NONCE, _CANARY_AAD, GCM_TAG_BITS)
+        """Whether a known-good ciphertext (made once per key and process, under a random
+        IV like any other) still decrypts: if so, the key and the device work."""
         try:
             canary = self._canaries.get(key_id)
             if canary is None:
-                canary = bytes(
-                    key.encrypt(
-                        _CANARY_PLAINTEXT, mechanism=Mechanism.AES_GCM, mechanism_param=param
-                    )
+                canary = self.encrypt_gcm(
+                    key_id, os.urandom(GCM_IV_BYTES), _CANARY_PLAINTEXT, _CANARY_AAD
                 )
                 self._canaries[key_id] = canary
+            iv, sealed = canary
+            param = GCMParams(iv, _CANARY_AAD, GCM_TAG_BITS)
             return (
-                bytes(key.decrypt(canary, mechanism=Mechanism.AES_GCM, mechanism_param=param))
+                bytes(key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=param))
                 == _CANARY_PLAINTEXT
             )
         except p11e.PKCS11Error:
@@ -364,7 +355,7 @@ class Pkcs11Ops:
         try:
             param = _OAEP_PARAMS[hash_name]
         except KeyError:
-            raise BadRequest(f"unsupported hash algorithm {hash_name!r}") from None
+            raise InputRejected(f"unsupported hash algorithm {hash_name!r}") from None
         key = self._private(key_id)
         try:
             return bytes(
@@ -383,7 +374,7 @@ class Pkcs11Ops:
             # SoftHSM 2.6 reports a block that does not decrypt as GeneralError, the same
             # as a device fault: a known-good round trip under the same key tells them apart.
             if self._oaep_canary_ok(key_id, key, param):
-                raise InvalidCiphertext() from None
+                raise AuthenticationFailed() from None
             raise HsmUnavailable() from None
 
     def _oaep_canary_ok(self, key_id: bytes, key: Any, param: tuple[Any, Any, None]) -> bool:
@@ -458,9 +449,9 @@ class Pkcs11Ops:
         try:
             public = serialization.load_der_public_key(der)
         except ValueError:
-            raise BadRequest("device_public_key is not a valid public key") from None
+            raise InputRejected("device_public_key is not a valid public key") from None
         if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
-            raise BadRequest("device_public_key must be an RSA key of 2048 bits or more")
+            raise InputRejected("device_public_key must be an RSA key of 2048 bits or more")
         numbers = public.public_numbers()
         return self._session.create_object(
             {
@@ -533,10 +524,10 @@ class Pkcs11Ops:
                 template=template,
             )
         except (p11e.WrappedKeyInvalid, p11e.WrappedKeyLenRange, p11e.EncryptedDataInvalid):
-            raise InvalidCiphertext() from None
+            raise AuthenticationFailed() from None
         except p11e.GeneralError:
             if self._canary_ok(wrap_key_id, self._key(wrap_key_id)):
-                raise InvalidCiphertext() from None
+                raise AuthenticationFailed() from None
             raise HsmUnavailable() from None
 
 
@@ -544,7 +535,7 @@ def _hash_params(hash_name: str) -> tuple[Mechanism, MGF, int]:
     try:
         return _HASH_PARAMS[hash_name]
     except KeyError:
-        raise BadRequest(f"unsupported hash algorithm {hash_name!r}") from None
+        raise InputRejected(f"unsupported hash algorithm {hash_name!r}") from None
 
 
 def _unwrap_octet_string(point: bytes) -> bytes:

@@ -13,6 +13,11 @@ Where a job runs:
   time per call among the last 32 jobs under ``inline_budget`` (~30 µs for SoftHSM2). A
   thread hop costs more than such a call. A slow (network) HSM is over the budget on every
   call, so every job goes to the thread again; ``inline_budget=0`` turns the fast path off.
+
+Nothing here stops the process: the session is opened in the background, and while the token
+cannot be reached every job fails with ``HsmUnavailable`` and the session is re-opened with
+back-off. A refused PIN is not tried again until the PIN source gives another one (a real
+HSM locks its user after a few wrong PINs).
 """
 
 from __future__ import annotations
@@ -28,10 +33,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hsm._errors import SESSION_LOST, translate
-from hsm._ops import MissingObject
-from vault.errors import HsmUnavailable, VaultError
-from vault.hsm import HsmOps
+from hsm._errors import SESSION_LOST, PKCS11Error, translate
+from hsm.errors import HsmError, HsmUnavailable, LoginRefused, ObjectMissing
+from hsm.interface import HsmOps
 
 T = TypeVar("T")
 log = logging.getLogger("hsm")
@@ -41,6 +45,7 @@ _WINDOW = 32
 _Job = tuple[Callable[[Any], Any], "asyncio.Future[Any] | concurrent.futures.Future[Any]", Any, int]
 # A job of at most this many PKCS#11 calls may run inline (an OTP check is about six).
 INLINE_MAX_CALLS = 8
+_NOTHING = object()
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
@@ -61,8 +66,13 @@ class HsmThread:
         connect: Callable[[], Any],
         retry_interval: float = 1.0,
         inline_budget: float = 150e-6,
+        *,
+        credential: Callable[[], object] | None = None,
     ) -> None:
         self._connect = connect
+        # What the session logs in with (a PIN's digest): a refused one is not tried again.
+        self._credential = credential or (lambda: None)
+        self._refused: object = _NOTHING
         self._lock = threading.Lock()
         self._inline_budget = inline_budget
         # Decided afresh every _WINDOW small jobs from the fastest of them: waiting for the
@@ -73,20 +83,20 @@ class HsmThread:
         self._window_count = 0
         self._retry_interval = retry_interval
         self._ops: Any = None
-        self._last_attempt = 0.0
+        self._last_attempt = float("-inf")
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._healthy = False
-        self._started = threading.Event()
-        self._start_error: BaseException | None = None
+        self.last_error: HsmError | None = None
         self._thread = threading.Thread(target=self._main, name="hsm", daemon=True)
         self._thread.start()
-        self._started.wait()
-        if self._start_error is not None:
-            raise self._start_error
 
     # -- caller side -----------------------------------------------------------------------
 
-    async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
+    async def run(
+        self, job: Callable[[HsmOps], T], *, calls: int = 1, timeout: float | None = None
+    ) -> T:
+        """Run ``job``; a queued job not answered within ``timeout`` seconds fails with
+        ``HsmUnavailable`` (and is skipped if it has not started by then)."""
         if (
             calls <= INLINE_MAX_CALLS
             and self._inline
@@ -103,7 +113,12 @@ class HsmThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((job, future, loop, calls))
-        return await future
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise HsmUnavailable("the HSM did not answer in time") from None
 
     def run_sync(self, job: Callable[[HsmOps], T]) -> T:
         """For threads that may block (CLI, database workers): wait for the lock, run here."""
@@ -124,14 +139,8 @@ class HsmThread:
     # -- HSM thread ------------------------------------------------------------------------
 
     def _main(self) -> None:
-        try:
-            self._ops = self._connect()
-            self._healthy = True
-        except BaseException as exc:
-            self._start_error = translate(exc)
-            self._started.set()
-            return
-        self._started.set()
+        with self._lock:
+            self._reconnect()
         while True:
             first = self._queue.get()
             if first is None:
@@ -155,6 +164,8 @@ class HsmThread:
     def _run_burst(self, burst: list[_Job]) -> None:
         by_loop: dict[Any, list[tuple[Any, _Outcome]]] = defaultdict(list)
         for job, future, loop, calls in burst:
+            if future.cancelled():
+                continue  # the caller gave up (its time limit passed): nobody wants the result
             with self._lock:
                 outcome = self._timed(job, calls)
             if loop is None:
@@ -184,25 +195,29 @@ class HsmThread:
         return outcome
 
     def _execute(self, job: Callable[[Any], Any], *, retried: bool = False) -> _Outcome:
+        """Run one job. Exceptions of the token become :mod:`hsm.errors`; any other exception
+        the job raises (the caller's own) is handed back unchanged."""
         if self._ops is None and not self._reconnect():
-            return False, HsmUnavailable()
+            return False, self.last_error or HsmUnavailable()
         try:
             return True, job(self._ops)
-        except MissingObject as exc:
+        except ObjectMissing as exc:
             if retried:
                 log.error("an HSM object of a key version is missing from the token")
                 return False, exc
             log.info("HSM object not in view; reading the token afresh")
             self._reload()
             return self._execute(job, retried=True)
-        except VaultError as exc:
+        except HsmError as exc:
             return False, exc
         except SESSION_LOST as exc:
             log.warning("HSM session lost (%s); will re-open", type(exc).__name__)
             self._drop_session()
             return False, HsmUnavailable()
-        except BaseException as exc:
+        except PKCS11Error as exc:
             return False, translate(exc)
+        except Exception as exc:
+            return False, exc
 
     def _reconnect(self) -> bool:
         now = time.monotonic()
@@ -210,13 +225,27 @@ class HsmThread:
             return False
         self._last_attempt = now
         try:
+            credential = self._credential()
+        except Exception as exc:  # the PIN file cannot be read now: try again later
+            log.warning("HSM credential unavailable: %s", type(exc).__name__)
+            self.last_error = HsmUnavailable("HSM credential unavailable")
+            return False
+        if credential == self._refused:
+            return False
+        try:
             self._ops = self._connect()
         except BaseException as exc:
-            log.warning("HSM re-open failed: %s", type(translate(exc)).__name__)
+            error = translate(exc)
+            if isinstance(error, LoginRefused):
+                self._refused = credential
+            log.warning("HSM session could not be opened: %s", type(error).__name__)
+            self.last_error = error
             self._ops = None
             self._healthy = False
             return False
-        log.info("HSM session re-opened")
+        log.info("HSM session opened")
+        self._refused = _NOTHING
+        self.last_error = None
         self._healthy = True
         return True
 
@@ -228,14 +257,14 @@ class HsmThread:
                 ops.reinitialize()
             except Exception:
                 log.debug("HSM library re-initialization failed", exc_info=True)
-        self._last_attempt = 0.0
+        self._last_attempt = float("-inf")
         self._reconnect()
 
     def _drop_session(self) -> None:
         self._healthy = False
         self._disconnect()
         self._ops = None
-        self._last_attempt = 0.0
+        self._last_attempt = float("-inf")
 
     def _disconnect(self) -> None:
         ops = self._ops

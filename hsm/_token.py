@@ -11,7 +11,7 @@ import pkcs11
 import pkcs11.exceptions as p11e
 
 from hsm._ops import Pkcs11Ops
-from vault.errors import ConfigError
+from hsm.errors import LoginRefused, ModuleUnusable
 
 log = logging.getLogger("hsm")
 
@@ -21,13 +21,13 @@ _TRANSIENT = (p11e.NoSuchToken, p11e.GeneralError, p11e.TokenNotPresent, p11e.De
 _LIBS: dict[str, Any] = {}
 
 
-def _library(module_path: str) -> Any:
+def library(module_path: str) -> Any:
     lib = _LIBS.get(module_path)
     if lib is None:
         try:
             lib = pkcs11.lib(module_path)
         except RuntimeError:
-            raise ConfigError("cannot load the PKCS#11 module") from None
+            raise ModuleUnusable("cannot load the PKCS#11 module") from None
         _LIBS[module_path] = lib
     return lib
 
@@ -55,7 +55,7 @@ class TokenSession(Pkcs11Ops):
 
 
 def open_session(module_path: str, token_label: str, pin: str, attempts: int = 30) -> TokenSession:
-    lib = _library(module_path)
+    lib = library(module_path)
     delay = 0.02
     for attempt in range(attempts):
         try:
@@ -66,13 +66,13 @@ def open_session(module_path: str, token_label: str, pin: str, attempts: int = 3
                 session = token.open(rw=True)
             return TokenSession(session, lib)
         except p11e.PinIncorrect:
-            raise ConfigError("HSM login refused: wrong PIN") from None
+            raise LoginRefused("HSM login refused: wrong PIN") from None
         except p11e.PinLocked:
-            raise ConfigError("HSM login refused: PIN locked") from None
+            raise LoginRefused("HSM login refused: PIN locked") from None
         except _TRANSIENT as exc:
             if attempt == attempts - 1:
                 raise
             log.debug("token not ready (%s), retrying", type(exc).__name__)
             time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not crypto
             delay = min(delay * 2, 0.5)
-    raise ConfigError("HSM token not found")
+    raise ModuleUnusable("HSM token not found")

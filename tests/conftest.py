@@ -51,11 +51,12 @@ def settings(var_dir: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def runtime(settings):  # type: ignore[no-untyped-def]
-    from vault.runtime import Runtime
+    """The session's vault (one HSM login per test process)."""
+    from vault.runtime import Vault
 
-    rt = Runtime.start(settings)
-    yield rt
-    rt.close()
+    vault = Vault.open(settings)
+    yield vault
+    vault.close()
 
 
 def free_port() -> int:

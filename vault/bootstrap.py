@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from vault import db
+from vault import store
 from vault.config import Settings
+from vault.errors import ConfigError
 from vault.policy import load_policies
 
 log = logging.getLogger("vault.bootstrap")
@@ -61,11 +62,14 @@ def ensure_pins(settings: Settings) -> None:
 def ensure_token(settings: Settings) -> bool:
     import hsm  # noqa: PLC0415
 
-    if hsm.token_exists(settings.pkcs11_module, settings.token_label):
-        return False
-    hsm.init_token(
-        settings.pkcs11_module, settings.token_label, settings.so_pin(), settings.user_pin()
-    )
+    try:
+        if hsm.token_exists(settings.pkcs11_module, settings.token_label):
+            return False
+        hsm.init_token(
+            settings.pkcs11_module, settings.token_label, settings.so_pin(), settings.user_pin()
+        )
+    except hsm.errors.HsmError as exc:
+        raise ConfigError(str(exc)) from None
     return True
 
 
@@ -179,9 +183,9 @@ def bootstrap(settings: Settings) -> None:
     ensure_pins(settings)
     if ensure_token(settings):
         log.info("initialized HSM token %r", settings.token_label)
-    engine = db.make_engine(settings.database_url)
+    engine = store.make_engine(settings.database_url)
     try:
-        db.migrate(engine)
+        store.migrate(engine)
     finally:
         engine.dispose()
     ensure_dev_credentials(settings)
@@ -190,17 +194,17 @@ def bootstrap(settings: Settings) -> None:
 
 
 def create_declared_keys(settings: Settings) -> list[str]:
-    from vault.runtime import Runtime  # noqa: PLC0415
+    from vault.runtime import Vault  # noqa: PLC0415
 
-    runtime = Runtime.start(settings)
+    vault = Vault.open(settings)
     created = []
     try:
-        for declared in runtime.policies.keys.values():
-            _, new = runtime.registry.create_sync(
+        for declared in vault.policies.keys.values():
+            _, new = vault.registry.create_sync(
                 declared.name, declared.type, declared.auto_rotate_period
             )
             if new:
                 created.append(declared.name)
     finally:
-        runtime.close()
+        vault.close()
     return created

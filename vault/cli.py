@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from vault import logs
 from vault.config import Settings, load_settings
 from vault.errors import VaultError
 
 if TYPE_CHECKING:
-    from vault.runtime import Runtime
+    from vault.runtime import Vault
 
 
-def _settings() -> Settings:
+def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except VaultError as exc:
@@ -28,12 +29,7 @@ def _settings() -> Settings:
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """Operate hsm-vault: set up the HSM token, serve the API, manage keys."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(logging.DEBUG if verbose else logging.INFO, json_lines=False)
 
 
 @main.command()
@@ -43,7 +39,7 @@ def bootstrap() -> None:
     from vault.bootstrap import bootstrap as run  # noqa: PLC0415
 
     try:
-        run(_settings())
+        run(settings_or_exit())
     except VaultError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("bootstrap complete")
@@ -52,45 +48,14 @@ def bootstrap() -> None:
 @main.command()
 def migrate() -> None:
     """Apply the database migrations."""
-    from vault import db  # noqa: PLC0415
+    from vault import store  # noqa: PLC0415
 
-    engine = db.make_engine(_settings().database_url)
-    db.migrate(engine)
-    engine.dispose()
+    engine = store.make_engine(settings_or_exit().database_url)
+    try:
+        store.migrate(engine)
+    finally:
+        engine.dispose()
     click.echo("database schema is up to date")
-
-
-@main.command()
-@click.option("--workers", type=int, default=None, help="Worker processes (default VAULT_WORKERS).")
-def serve(workers: int | None) -> None:
-    """Serve the API on VAULT_LISTEN (default 127.0.0.1:8200).
-
-    The server is granian: its HTTP parser takes Vault's ``LIST`` method, which hvac sends
-    and httptools-based servers reject before the application sees it. Each worker process
-    opens its own PKCS#11 session when the application starts.
-    """
-    from granian import Granian  # noqa: PLC0415
-    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
-
-    settings = _settings()
-    from vault.bootstrap import ensure_softhsm_config  # noqa: PLC0415
-
-    if settings.softhsm_conf.exists() or "softhsm" in settings.pkcs11_module:
-        ensure_softhsm_config(settings)
-    Granian(
-        "api.app:create_default_app",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=workers or settings.workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        backlog=4096,
-        log_access=False,
-        respawn_failed_workers=True,
-    ).serve()
 
 
 @main.command("dev-token")
@@ -100,7 +65,7 @@ def dev_token(service: str, lifetime: int | None) -> None:
     """Print a fresh token for a development SERVICE declared in policies/."""
     from vault.bootstrap import dev_key_path, load_dev_key, mint_token  # noqa: PLC0415
 
-    settings = _settings()
+    settings = settings_or_exit()
     if not dev_key_path(settings, service).exists():
         raise click.ClickException(
             f"no dev key for {service!r}: run `make run` (or `hsm-vault bootstrap`) first"
@@ -119,10 +84,10 @@ def keys() -> None:
     """Manage keys directly on the HSM and the database (not through the API)."""
 
 
-def _runtime() -> Runtime:
-    from vault.runtime import Runtime  # noqa: PLC0415
+def _runtime() -> Vault:
+    from vault.runtime import Vault  # noqa: PLC0415
 
-    return Runtime.start(_settings())
+    return Vault.open(settings_or_exit())
 
 
 @keys.command("list")
@@ -173,11 +138,16 @@ def keys_rotate(name: str) -> None:
 @main.command("hsm-objects")
 def hsm_objects() -> None:
     """List the token's objects and their flags, as JSON lines (never any key material)."""
-    from vault.runtime import open_hsm  # noqa: PLC0415
+    from vault.hsm import Hsm  # noqa: PLC0415
+    from vault.runtime import open_runner  # noqa: PLC0415
 
-    hsm = open_hsm(_settings())
+    hsm = Hsm(open_runner(settings_or_exit()))
     try:
-        for obj in hsm.run_sync(lambda ops: ops.objects()):
+        try:
+            objects = hsm.run_sync(lambda ops: ops.objects())
+        except VaultError as exc:
+            raise click.ClickException(str(exc)) from None
+        for obj in objects:
             click.echo(
                 json.dumps(
                     {

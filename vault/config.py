@@ -26,6 +26,24 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"{_PREFIX}{name} must be an integer") from None
 
 
+def _env_seconds(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{_PREFIX}{name} must be a number of seconds") from None
+    if not 0 < value < 3600:
+        raise ConfigError(f"{_PREFIX}{name} must be between 0 and 3600 seconds")
+    return value
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name, "true" if default else "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{_PREFIX}{name} must be true or false")
+    return raw in ("true", "1", "yes")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service and the officers' CLI need to find the HSM and the database."""
@@ -47,6 +65,9 @@ class Settings:
     max_batch_items: int
     max_body_bytes: int
     softhsm_conf: Path
+    hsm_timeout: float = 5.0
+    db_timeout: float = 5.0
+    lean_dispatch: bool = True
     dev_token_lifetime: int = 24 * 3600
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -103,8 +124,11 @@ def load_settings() -> Settings:
         jwt_algorithms=algorithms,
         jwt_max_lifetime=_env_int("JWT_MAX_LIFETIME", 24 * 3600),
         jwt_leeway=_env_int("JWT_LEEWAY", 30),
-        key_cache_ttl=float(_env("KEY_CACHE_TTL", "1.0")),
+        key_cache_ttl=_env_seconds("KEY_CACHE_TTL", 1.0),
         max_batch_items=_env_int("MAX_BATCH_ITEMS", 1000),
         max_body_bytes=_env_int("MAX_BODY_BYTES", 8 * 1024 * 1024),
         softhsm_conf=Path(_env("SOFTHSM2_CONF", str(var_dir / "softhsm2.conf"))),
+        hsm_timeout=_env_seconds("HSM_TIMEOUT", 5.0),
+        db_timeout=_env_seconds("DB_TIMEOUT", 5.0),
+        lean_dispatch=_env_bool("LEAN_DISPATCH", True),
     )

@@ -8,8 +8,6 @@ kind can ever be presented as a value of another (docs/signing-and-partners.md).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import struct
 import unicodedata
@@ -17,10 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from hsm import HsmOps, KeySpec, MacAlgorithm
+from vault.encoding import Versioned, versioned
 from vault.errors import BadRequest, VaultError
-from vault.hsm import Hsm, HsmOps, KeySpec, MacAlgorithm
-from vault.keys import Key, KeyRegistry, KeyVersion
-from vault.signing import parse_versioned, version_for_use, version_for_verify
+from vault.hsm import Hsm
+from vault.keys import Key, KeyVersion
+from vault.registry import KeyRegistry
 
 # 0xFF never occurs in UTF-8 text, so no textual HMAC input can begin with this.
 RESERVED_PREFIX = b"\xffhsm-vault\x00"
@@ -169,19 +169,11 @@ class Digests:
         self.registry = registry
         self.hsm = hsm
 
-    async def _key(self, name: str) -> Key:
-        key = await self.registry.get(name)
+    async def _key(self, name: str, newest: int | None = None) -> Key:
+        key = await self.registry.get(name, newest=newest)
         if not key.type.hmac:
             raise BadRequest(f"key type {key.type.name} does not support HMAC")
         return key
-
-    @staticmethod
-    def _version(key: Key, requested: int | None) -> KeyVersion:
-        if requested and requested > key.latest_version:
-            raise BadRequest(
-                f"key version does not exist; latest key version is {key.latest_version}"
-            )
-        return version_for_use(key, requested, "HMAC")
 
     async def _macs(
         self,
@@ -196,40 +188,48 @@ class Digests:
             return [ops.mac(oid, algorithm, m) for m in todo]
 
         macs = iter(await self.hsm.run(job, calls=len(todo)) if todo else [])
-        prefix = f"vault:v{version.version}:"
         return [
-            m
-            if isinstance(m, VaultError)
-            else Mac(prefix + base64.b64encode(next(macs)).decode(), version.version)
+            m if isinstance(m, VaultError) else Mac(versioned(version.version, next(macs)), version.version)
             for m in messages
         ]
 
     async def _checks(
         self,
-        key: Key,
-        algorithm: MacAlgorithm,
+        name: str,
+        algorithm: str | MacAlgorithm | None,
         items: Sequence[MacCheck | VaultError],
         what: str,
     ) -> list[bool | VaultError]:
-        plan: list[tuple[bytes, bytes, bytes] | VaultError] = []
+        """Check each claimed MAC under the version it names (``algorithm``: a Transit HMAC
+        algorithm name, or the structured MAC itself)."""
+        values: list[tuple[MacCheck, Versioned] | VaultError] = []
         for item in items:
-            if isinstance(item, VaultError):
-                plan.append(item)
-                continue
             try:
-                parsed = parse_versioned(item.value, what)
-                version = version_for_verify(key, parsed.version, what)
-                try:
-                    claimed = base64.b64decode(parsed.body, validate=True)
-                except (binascii.Error, ValueError):
-                    raise BadRequest(f"invalid {what}: could not decode base64") from None
-                plan.append((version.object_id(), item.message, claimed))
+                values.append(
+                    item
+                    if isinstance(item, VaultError)
+                    else (item, Versioned.parse(item.value, what))
+                )
+            except VaultError as exc:
+                values.append(exc)
+        newest = max((v[1].version for v in values if isinstance(v, tuple)), default=None)
+        key = await self._key(name, newest)
+        mac = algorithm if isinstance(algorithm, MacAlgorithm) else hmac_algorithm(key, algorithm)
+        plan: list[tuple[bytes, bytes, bytes] | VaultError] = []
+        for value in values:
+            if isinstance(value, VaultError):
+                plan.append(value)
+                continue
+            item, parsed = value
+            try:
+                version = key.version_to_check(parsed.version)
+                plan.append((version.object_id(), item.message, parsed.decoded(what)))
             except VaultError as exc:
                 plan.append(exc)
         todo = [(oid, message) for oid, message, _ in (p for p in plan if isinstance(p, tuple))]
 
         def job(ops: HsmOps) -> list[bytes]:
-            return [ops.mac(oid, algorithm, message) for oid, message in todo]
+            return [ops.mac(oid, mac, message) for oid, message in todo]
 
         expected = iter(await self.hsm.run(job, calls=len(todo)) if todo else [])
         return [
@@ -248,7 +248,7 @@ class Digests:
     ) -> list[Mac | VaultError]:
         key = await self._key(name)
         mac = hmac_algorithm(key, algorithm)
-        version = self._version(key, key_version)
+        version = key.version_to_use(key_version)
         checked: list[bytes | VaultError] = []
         for item in inputs:
             try:
@@ -260,8 +260,6 @@ class Digests:
     async def verify_hmac(
         self, name: str, items: Sequence[MacCheck | VaultError], algorithm: str | None = None
     ) -> list[bool | VaultError]:
-        key = await self._key(name)
-        mac = hmac_algorithm(key, algorithm)
         checked: list[MacCheck | VaultError] = []
         for item in items:
             try:
@@ -270,7 +268,7 @@ class Digests:
                 checked.append(item)
             except VaultError as exc:
                 checked.append(exc)
-        return await self._checks(key, mac, checked, "HMAC to verify")
+        return await self._checks(name, algorithm, checked, "HMAC to verify")
 
     # -- record digests --------------------------------------------------------------------
 
@@ -281,13 +279,12 @@ class Digests:
         key_version: int | None = None,
     ) -> list[Mac | VaultError]:
         key = await self._key(name)
-        version = self._version(key, key_version)
+        version = key.version_to_use(key_version)
         return await self._macs(version, STRUCTURED_MAC, [_encoded(r) for r in records])
 
     async def verify_record_digests(
         self, name: str, items: Sequence[tuple[Sequence[Field], str] | VaultError]
     ) -> list[bool | VaultError]:
-        key = await self._key(name)
         checks: list[MacCheck | VaultError] = []
         for item in items:
             if isinstance(item, VaultError):
@@ -297,7 +294,7 @@ class Digests:
             checks.append(
                 encoded if isinstance(encoded, VaultError) else MacCheck(encoded, item[1])
             )
-        return await self._checks(key, STRUCTURED_MAC, checks, "digest")
+        return await self._checks(name, STRUCTURED_MAC, checks, "digest")
 
     # -- blind indexes ---------------------------------------------------------------------
 
@@ -309,7 +306,7 @@ class Digests:
     ) -> list[Mac | VaultError]:
         """``items``: (value, normalization, context) each."""
         key = await self._key(name)
-        version = self._version(key, key_version)
+        version = key.version_to_use(key_version)
         messages: list[bytes | VaultError] = []
         for item in items:
             if isinstance(item, VaultError):

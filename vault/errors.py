@@ -1,6 +1,9 @@
-"""The vault's error hierarchy. ``api/`` maps each class to one HTTP status, in one place.
+"""The vault's errors: what went wrong, in the domain's terms. Itsdangerous' ``exc.py`` is the
+model: a short hierarchy, each class one kind of failure, no transport in it.
 
-Messages are short and safe to show a caller: never key material, plaintext, seed or PIN.
+``str(error)`` is the reason a caller may be shown: short, never key material, plaintext,
+seed, PIN or an internal detail. How a kind of error is answered (an HTTP status, an exit
+code) is decided by whoever talks to the outside, in one table of its own (``api/errors.py``).
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ __all__ = [
     "Forbidden",
     "HsmUnavailable",
     "InvalidCiphertext",
+    "KeyVersionUnavailable",
     "NotFound",
     "RateLimited",
     "StoreUnavailable",
     "Unauthorized",
+    "Unavailable",
     "VaultError",
 ]
 
@@ -22,7 +27,6 @@ __all__ = [
 class VaultError(Exception):
     """Base class; ``str(error)`` is what the caller sees."""
 
-    status = 500
     default_message = "internal error"
 
     def __init__(self, message: str | None = None) -> None:
@@ -30,7 +34,9 @@ class VaultError(Exception):
 
 
 class BadRequest(VaultError):
-    status = 400
+    """The request cannot be done as asked: malformed, out of range, not allowed for this
+    key. Nothing was changed."""
+
     default_message = "bad request"
 
 
@@ -43,42 +49,51 @@ class InvalidCiphertext(BadRequest):
         super().__init__(self.default_message)
 
 
+class KeyVersionUnavailable(BadRequest):
+    """A key version that does not exist, or that the key's configuration does not allow
+    for this use (the one rule: ``Key.version_to_use`` / ``Key.version_to_check``)."""
+
+
 class Unauthorized(VaultError):
-    status = 401
+    """No valid credential: missing, malformed, expired, revoked or not ours."""
+
     default_message = "permission denied: invalid or missing token"
 
 
 class Forbidden(VaultError):
-    status = 403
+    """A valid caller that no policy allows to do this."""
+
     default_message = "permission denied"
 
 
 class NotFound(VaultError):
-    status = 404
     default_message = "not found"
 
 
 class RateLimited(VaultError):
-    status = 429
     default_message = "rate limit exceeded"
 
     def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = max(1, int(retry_after))
 
 
-class HsmUnavailable(VaultError):
-    status = 503
+class Unavailable(VaultError):
+    """Something the vault depends on cannot be used now; the same request may succeed
+    later, and the service recovers by itself."""
+
+    default_message = "service unavailable"
+
+
+class HsmUnavailable(Unavailable):
     default_message = "HSM unavailable"
 
 
-class StoreUnavailable(VaultError):
-    status = 503
+class StoreUnavailable(Unavailable):
     default_message = "database unavailable"
 
 
 class ConfigError(VaultError):
-    """Bad configuration or policy file: stops the service at start."""
+    """Bad configuration or policy file: refused at start, or by the officers' tool."""
 
-    status = 500
     default_message = "configuration error"

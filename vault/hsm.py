@@ -1,149 +1,64 @@
-"""The small interface the domain needs from an HSM; ``hsm/`` implements it over PKCS#11.
+"""The HSM as the domain sees it: jobs go to the adapter's runner (``hsm/``), each request's
+HSM work is bounded in time, and the adapter's errors become the domain's here, in one place.
 
-The domain composes a *job* — a plain function over :class:`HsmOps` — and hands it to
-:meth:`Hsm.run`. The whole job runs on the HSM's own thread, so one request costs one
-thread hop however many HSM calls it makes, and no two threads ever call the PKCS#11
-module at once (SoftHSM2 crashes when they do; see docs/design.md).
-
-Keys are named by their ``CKA_ID`` (bytes); the domain stores that id with each key version.
+The domain composes *jobs* — plain functions over :class:`hsm.HsmOps` — so that one request
+costs one hand-over to the HSM however many calls it makes. A job may raise the domain's own
+errors; they come back unchanged.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from hsm import HsmOps, JobRunner
+from hsm import errors as hsm_errors
+from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext, VaultError
 
 T = TypeVar("T")
+log = logging.getLogger("vault.hsm")
+
+DEFAULT_TIMEOUT = 5.0  # seconds a request may wait for the HSM
 
 
-class KeySpec(enum.Enum):
-    """What one HSM object (or key pair) is. Every one is sensitive and never extractable."""
-
-    AES256 = "aes256"
-    HMAC256 = "hmac256"  # a 256-bit generic secret (HMAC-SHA-256)
-    HMAC512 = "hmac512"  # a 512-bit generic secret (HMAC-SHA-256/384/512)
-    EC_P256 = "ec-p256"
-    ED25519 = "ed25519"
-    RSA3072 = "rsa3072"
-
-    @property
-    def asymmetric(self) -> bool:
-        return self in (KeySpec.EC_P256, KeySpec.ED25519, KeySpec.RSA3072)
-
-
-class MacAlgorithm(enum.Enum):
-    SHA1 = "sha1"
-    SHA224 = "sha224"
-    SHA256 = "sha256"
-    SHA384 = "sha384"
-    SHA512 = "sha512"
+def translate(exc: hsm_errors.HsmError) -> VaultError:
+    """The domain's error for one of the adapter's."""
+    if isinstance(exc, hsm_errors.AuthenticationFailed):
+        return InvalidCiphertext()
+    if isinstance(exc, hsm_errors.InputRejected):
+        return BadRequest(str(exc))
+    if isinstance(exc, hsm_errors.LoginRefused | hsm_errors.ModuleUnusable):
+        log.error("the HSM cannot be used: %s", exc)
+        return HsmUnavailable()
+    if isinstance(exc, hsm_errors.MechanismUnsupported):
+        return HsmUnavailable("the HSM does not support this operation")
+    return HsmUnavailable()
 
 
-class SignScheme(enum.Enum):
-    """How the HSM signs. Hashing happens on the host (SoftHSM 2.6 lacks CKM_ECDSA_SHA*)."""
+class Hsm:
+    """The runner, with time limits and error translation."""
 
-    ECDSA = "ecdsa"  # input: digest; output: r || s (raw, 64 bytes for P-256)
-    EDDSA = "eddsa"  # input: the message itself (Ed25519 is not prehashed)
-    RSA_PSS = "rsa-pss"  # input: digest
-    RSA_PKCS1V15 = "rsa-pkcs1v15"  # input: DER DigestInfo
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """One object on the token, as an independent inventory sees it."""
-
-    key_id: bytes
-    label: str
-    object_class: str
-    key_type: str
-    sensitive: bool
-    extractable: bool
-    token: bool
-
-
-@dataclass(frozen=True, slots=True)
-class GeneratedSeed:
-    """A new OTP seed: always wrapped for storage; in plaintext once (for provisioning) or
-    wrapped to the device's public key, never both."""
-
-    wrapped: bytes
-    plaintext: bytes | None = None
-    device_wrapped: bytes | None = None
-    device_wrapping: str | None = None  # the JOSE name of the RSA-OAEP variant used
-
-
-class HsmOps(Protocol):
-    """Synchronous HSM operations; only ever called on the HSM thread, inside a job."""
-
-    def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
-        """Create a persistent key (pair) with ``CKA_ID=key_id``: sensitive, not extractable."""
-
-    def destroy(self, key_id: bytes) -> int:
-        """Destroy every object with this id; return how many there were."""
-
-    def objects(self) -> list[ObjectInfo]: ...
-
-    def random(self, length: int) -> bytes: ...
-
-    def encrypt_gcm(self, key_id: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        """AES-256-GCM with a 128-bit tag appended to the ciphertext."""
-
-    def decrypt_gcm(self, key_id: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        """Raises ``InvalidCiphertext`` when the tag does not verify, ``HsmUnavailable`` on a
-        device fault (the two are told apart even where the token reports both alike)."""
-
-    def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes: ...
-
-    def sign(self, key_id: bytes, scheme: SignScheme, data: bytes, hash_name: str) -> bytes:
-        """``hash_name`` (sha256/sha384/sha512) selects the PSS hash and MGF; ignored otherwise."""
-
-    def public_key_der(self, key_id: bytes) -> bytes:
-        """The public half as DER SubjectPublicKeyInfo."""
-
-    def rsa_oaep_decrypt(self, key_id: bytes, ciphertext: bytes, hash_name: str) -> bytes: ...
-
-    def ecdh(self, key_id: bytes, peer_point: bytes) -> bytes:
-        """ECDH on P-256 with the private key ``key_id``; returns the shared secret Z."""
-
-    def seed_generate(
-        self, wrap_key_id: bytes, length: int, device_public_key_der: bytes | None
-    ) -> GeneratedSeed:
-        """Generate an OTP seed inside the HSM and wrap it (AES key wrap with padding).
-
-        Without a device key the seed leaves once in plaintext for provisioning; with one,
-        it is wrapped to the device (RSA-OAEP) and its plaintext never leaves the HSM."""
-
-    def seed_import(self, wrap_key_id: bytes, seed: bytes) -> bytes:
-        """Take a vendor seed once, return only its wrapped form."""
-
-    def seed_rewrap(self, old_wrap_key_id: bytes, new_wrap_key_id: bytes, wrapped: bytes) -> bytes:
-        """Re-wrap a seed under another key version without it leaving the HSM."""
-
-    def seed_macs(
-        self,
-        wrap_key_id: bytes,
-        wrapped: bytes,
-        algorithm: MacAlgorithm,
-        messages: Sequence[bytes],
-        until: Callable[[bytes], bool] | None = None,
-    ) -> list[bytes]:
-        """Unwrap the seed into a sensitive, non-extractable session object, MAC each
-        message with it (stopping after the first MAC ``until`` accepts), and destroy it
-        (also when anything fails)."""
-
-
-class Hsm(Protocol):
-    """Runs jobs on the HSM thread."""
+    def __init__(self, runner: JobRunner, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.runner = runner
+        self.timeout = timeout
 
     async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
-        """Run ``job`` without blocking the event loop on a slow HSM. ``calls`` is about how
-        many HSM calls the job makes: a job of many (a batch) always runs on the HSM thread."""
-        ...
+        """Run ``job``; ``calls`` is about how many HSM calls it makes (many: never inline)."""
+        try:
+            return await self.runner.run(job, calls=calls, timeout=self.timeout)
+        except hsm_errors.HsmError as exc:
+            raise translate(exc) from None
 
-    def run_sync(self, job: Callable[[HsmOps], T]) -> T: ...
+    def run_sync(self, job: Callable[[HsmOps], T]) -> T:
+        """For threads that may block (the officers' tool, start-up work)."""
+        try:
+            return self.runner.run_sync(job)
+        except hsm_errors.HsmError as exc:
+            raise translate(exc) from None
 
-    def healthy(self) -> bool: ...
+    def healthy(self) -> bool:
+        return self.runner.healthy()
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        self.runner.close()

@@ -27,14 +27,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from vault.encoding import b64url, b64url_decode
 from vault.errors import BadRequest
-from vault.signing import (
-    P256_COORDINATE_BYTES,
-    PublicKey,
-    b64url,
-    b64url_decode,
-    ecdsa_raw_to_der,
-)
+from vault.signing import P256_COORDINATE_BYTES, PublicKey, ecdsa_raw_to_der
 
 ENC = "A256GCM"
 CEK_BYTES = 32  # A256GCM's key (RFC 7518 §5.3)

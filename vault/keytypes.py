@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vault.errors import BadRequest
-from vault.hsm import KeySpec
+from hsm import KeySpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ replicas). The profile is in ``vault/jose.py``; docs/signing-and-partners.md has
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import secrets
@@ -23,34 +22,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import delete, insert
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
-from vault import db, jose
-from vault.errors import BadRequest, NotFound, StoreUnavailable, VaultError
-from vault.hsm import Hsm, HsmOps, KeySpec
-from vault.keys import Key, KeyRegistry, KeyVersion
+from hsm import HsmOps, KeySpec
+from vault import jose
+from vault.encoding import b64url
+from vault.errors import BadRequest, NotFound
+from vault.hsm import Hsm
+from vault.keys import Key, KeyVersion
 from vault.policy import Partner, Policies
+from vault.registry import KeyRegistry
 from vault.signing import (
     RSA_CALL_WEIGHT,
     PublicKey,
     PublicKeys,
-    b64url,
     hsm_input,
     jws_algorithm,
     plan_for_jws,
     public_jwk,
     require_signing,
-    version_for_use,
 )
+from vault.store.messages import SeenMessages
 
 MESSAGE_ID_BYTES = 16  # 128 random bits: collisions are not a concern
 MAX_MESSAGE_ID_CHARS = 128  # the width of seen_messages.message_id
 # Ledger rows outlive the clock window by this much, so replicas whose clocks differ a little
 # still find the row of any message that could pass their own check.
 LEDGER_MARGIN = 60
-PRUNE_INTERVAL = 60.0
 _KID = re.compile(r"^(?P<name>.+):v(?P<version>[1-9][0-9]{0,8})$")
 _HSM_HASH = "sha256"  # the JWS algorithms here all hash with SHA-256
 
@@ -79,47 +75,21 @@ class _PartnerKeys:
     encryption_alg: str
 
 
-class ReplayLedger:
-    """Message ids already opened, per partner, until their messages would be stale anyway."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._pruned = 0.0
-
-    def remember(self, partner: str, message_id: str, expires_at: float, now: float) -> None:
-        """Record a message id; a second record of the same id (any replica) is a replay."""
-        try:
-            with self._engine.begin() as conn:
-                if now - self._pruned > PRUNE_INTERVAL:
-                    conn.execute(
-                        delete(db.seen_messages).where(db.seen_messages.c.expires_at < now)
-                    )
-                conn.execute(
-                    insert(db.seen_messages).values(
-                        partner=partner, message_id=message_id, expires_at=expires_at
-                    )
-                )
-        except IntegrityError:
-            raise BadRequest("message replayed") from None
-        except SQLAlchemyError:
-            raise StoreUnavailable() from None
-        if now - self._pruned > PRUNE_INTERVAL:
-            self._pruned = now
-
-
 class PartnerMessages:
     def __init__(
         self,
         policies: Policies,
         registry: KeyRegistry,
         hsm: Hsm,
-        engine: Engine,
+        public_keys: PublicKeys,
+        ledger: SeenMessages,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.policies = policies
         self.registry = registry
         self.hsm = hsm
-        self.ledger = ReplayLedger(engine)
+        self.public_keys = public_keys
+        self.ledger = ledger
         self._clock = clock
         self._keys: dict[str, _PartnerKeys] = {}
 
@@ -155,7 +125,7 @@ class PartnerMessages:
         keys = self._partner_keys(partner)
         key = await self.registry.get(partner.signing_key)
         require_signing(key)
-        version = version_for_use(key, None, "signing")
+        version = key.version_to_use()
         now = int(self._clock())
         message_id = b64url(secrets.token_bytes(MESSAGE_ID_BYTES))
         claims: dict[str, Any] = {
@@ -208,17 +178,15 @@ class PartnerMessages:
         raise BadRequest(f"key type {key.type.name} cannot decrypt partner messages")
 
     @staticmethod
-    def _decryption_version(key: Key, header: dict[str, Any]) -> KeyVersion:
+    def _kid_version(key_name: str, header: dict[str, Any]) -> int | None:
+        """The version of our decryption key the JWE ``kid`` names (``None``: the latest)."""
         kid = header.get("kid")
         if kid is None:
-            return key.versions[key.latest_version]
+            return None
         match = _KID.fullmatch(kid) if isinstance(kid, str) else None
-        if match is None or match["name"] != key.name:
+        if match is None or match["name"] != key_name:
             raise BadRequest("JWE kid does not name the partner's decryption key")
-        found = key.versions.get(int(match["version"]))
-        if found is None or found.version < key.min_decryption_version:
-            raise BadRequest("JWE kid names a key version that is not available")
-        return found
+        return int(match["version"])
 
     async def _content_key(
         self, alg: str, version: KeyVersion, header: dict[str, Any], encrypted_key: bytes
@@ -240,19 +208,18 @@ class PartnerMessages:
 
         try:
             return await self.hsm.run(decrypt, calls=RSA_CALL_WEIGHT)
-        except VaultError as exc:
-            if exc.status == 400:  # a block that does not decrypt; the device is fine
-                return None
-            raise
+        except BadRequest:  # a block that does not decrypt; the device is fine
+            return None
 
     async def open(self, partner_name: str, compact: str) -> OpenedMessage:
         partner = self.partner(partner_name)
         keys = self._partner_keys(partner)
-        key = await self.registry.get(partner.decryption_key)
-        alg = self.inbound_algorithm(partner, key)
         parts = jose.split_compact(compact, 5, "JWE")
         protected_b64 = parts[0]
         header = jose.decode_json(jose.decode_segment(protected_b64, "JWE header"), "JWE header")
+        named = self._kid_version(partner.decryption_key, header)
+        key = await self.registry.get(partner.decryption_key, newest=named)
+        alg = self.inbound_algorithm(partner, key)
         jose.check_header(header, "JWE", alg)
         if header.get("enc") != jose.ENC:
             raise BadRequest(f"unexpected JWE enc (this profile uses {jose.ENC})")
@@ -261,7 +228,7 @@ class PartnerMessages:
         cty = header.get("cty")
         if cty is not None and (not isinstance(cty, str) or cty.upper() != "JWT"):
             raise BadRequest("JWE cty must be JWT (a nested signed message)")
-        version = self._decryption_version(key, header)
+        version = key.version_to_check(key.latest_version if named is None else named)
         encrypted_key, iv, ciphertext, tag = (
             jose.decode_segment(p, "JWE segment") for p in parts[1:]
         )
@@ -314,14 +281,12 @@ class PartnerMessages:
                 raise BadRequest("message payload_b64 is not base64") from None
         elif "payload" not in claims:
             raise BadRequest("message has no payload")
-        await asyncio.to_thread(
-            self.ledger.remember, partner.name, message_id, issued_at + skew + LEDGER_MARGIN, now
-        )
+        await self.ledger.remember(partner.name, message_id, issued_at + skew + LEDGER_MARGIN, now)
         return OpenedMessage(claims.get("payload"), payload_b64, message_id, issued_at)
 
     # -- keys for the partner --------------------------------------------------------------
 
-    async def jwks(self, partner_name: str, public_keys: PublicKeys) -> dict[str, Any]:
+    async def jwks(self, partner_name: str) -> dict[str, Any]:
         """What the partner needs from us: our signing keys (``use: sig``) and decryption
         keys (``use: enc``, with the ``alg`` it must use), every usable version."""
         partner = self.partner(partner_name)
@@ -334,10 +299,8 @@ class PartnerMessages:
             (signing, "sig", jws_algorithm(signing)),
             (decryption, "enc", enc_alg),
         ):
-            versions = [
-                v for n, v in sorted(key.versions.items()) if n >= key.min_decryption_version
-            ]
-            publics = await public_keys.of(versions)
+            versions = key.live_versions()
+            publics = await self.public_keys.of(versions)
             for v in versions:
                 public = publics[v.version]
                 if use == "enc" and not isinstance(

@@ -1,98 +1,94 @@
-"""Wiring: one ``Runtime`` per process holds the HSM thread, the database and the services."""
+"""The composition root of the domain: one ``Vault`` per process wires the HSM, the database
+and the services over them. Nothing here touches the HSM or the database: both are reached
+lazily, so a process starts while either is away and serves once they are back.
+
+``api/`` builds the HTTP application over a ``Vault``; the officers' tool uses one directly.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sqlalchemy import insert
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
-
-from vault import db
+from hsm import JobRunner
 from vault.auth import Authenticator
 from vault.config import Settings
-from vault.envelope import Envelope, NonceSequence
-from vault.errors import StoreUnavailable
+from vault.digest import Digests
 from vault.hsm import Hsm
-from vault.keys import KeyRegistry
-from vault.otp.ledger import LockoutPolicy, ReplayLedger
 from vault.otp.service import OtpService
+from vault.partners import PartnerMessages
 from vault.policy import Policies, load_policies
+from vault.registry import KeyRegistry
+from vault.signing import Signer
+from vault.store import Database
+from vault.store.keys import KeyStore
+from vault.store.messages import SeenMessages
+from vault.store.otp_ledger import LockoutPolicy, ReplayLedger
 from vault.transit import Transit
 
 log = logging.getLogger("vault")
 
 
-def allocate_nonce_prefix(engine: Engine) -> int:
-    """A fixed field no other process has had (SP 800-38D §8.2.1)."""
-    owner = f"{socket.gethostname()}:{os.getpid()}"[:128]
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(
-                insert(db.nonce_prefixes).values(created_at=time.time(), owner=owner)
-            )
-            key = result.inserted_primary_key
-    except SQLAlchemyError:
-        raise StoreUnavailable() from None
-    if key is None:
-        raise StoreUnavailable()
-    return int(key[0])
-
-
-def open_hsm(settings: Settings) -> Hsm:
-    import hsm  # noqa: PLC0415 - keeps pkcs11 out of processes that never touch the HSM
+def open_runner(settings: Settings) -> JobRunner:
+    """The PKCS#11 runner for the configured module and token (the session opens in the
+    background; the PIN is read from its source each time it does)."""
+    import hsm  # noqa: PLC0415 - pkcs11 only in processes that use the HSM
 
     os.environ.setdefault("SOFTHSM2_CONF", str(settings.softhsm_conf))
-    return hsm.connect(settings.pkcs11_module, settings.token_label, settings.user_pin())
+    return hsm.connect(settings.pkcs11_module, settings.token_label, settings.user_pin)
 
 
 @dataclass
-class Runtime:
+class Vault:
     settings: Settings
-    engine: Engine
-    hsm: Hsm
     policies: Policies
+    db: Database
+    hsm: Hsm
+    authenticator: Authenticator
     registry: KeyRegistry
     transit: Transit
+    signer: Signer
+    digests: Digests
+    partners: PartnerMessages
     otp: OtpService
-    authenticator: Authenticator
-    extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, settings: Settings, *, hsm: Hsm | None = None) -> Runtime:
+    def open(cls, settings: Settings, *, runner: JobRunner | None = None) -> Vault:
         policies = load_policies(settings.policies_dir, settings.var_dir)
-        engine = db.make_engine(settings.database_url)
-        the_hsm = hsm if hsm is not None else open_hsm(settings)
-        registry = KeyRegistry(engine, the_hsm, settings.key_cache_ttl)
-        envelope = Envelope(NonceSequence(allocate_nonce_prefix(engine)))
-        authenticator = Authenticator(
-            policies,
-            audience=settings.jwt_audience,
-            algorithms=settings.jwt_algorithms,
-            max_lifetime=settings.jwt_max_lifetime,
-            leeway=settings.jwt_leeway,
-        )
+        db = Database.open(settings.database_url, settings.db_timeout)
+        the_hsm = Hsm(runner if runner is not None else open_runner(settings), settings.hsm_timeout)
+        registry = KeyRegistry(KeyStore(db), the_hsm, settings.key_cache_ttl)
+        signer = Signer(registry, the_hsm)
         return cls(
             settings=settings,
-            engine=engine,
-            hsm=the_hsm,
             policies=policies,
+            db=db,
+            hsm=the_hsm,
+            authenticator=Authenticator(
+                policies,
+                audience=settings.jwt_audience,
+                algorithms=settings.jwt_algorithms,
+                max_lifetime=settings.jwt_max_lifetime,
+                leeway=settings.jwt_leeway,
+            ),
             registry=registry,
-            transit=Transit(registry, the_hsm, envelope),
+            transit=Transit(registry, the_hsm),
+            signer=signer,
+            digests=Digests(registry, the_hsm),
+            partners=PartnerMessages(
+                policies, registry, the_hsm, signer.public_keys, SeenMessages(db)
+            ),
             otp=OtpService(
                 registry,
                 the_hsm,
                 ReplayLedger(
-                    engine, LockoutPolicy(policies.otp_max_failures, policies.otp_lockout_seconds)
+                    db.engine,
+                    LockoutPolicy(policies.otp_max_failures, policies.otp_lockout_seconds),
                 ),
             ),
-            authenticator=authenticator,
         )
 
     def close(self) -> None:
         self.hsm.close()
-        self.engine.dispose()
+        self.db.dispose()

@@ -28,9 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from hsm import HsmOps, KeySpec, SignScheme
+from vault.encoding import Versioned, b64url, b64url_decode, versioned
 from vault.errors import BadRequest, VaultError
-from vault.hsm import Hsm, HsmOps, KeySpec, SignScheme
-from vault.keys import Key, KeyRegistry, KeyVersion
+from vault.hsm import Hsm
+from vault.keys import Key, KeyVersion
+from vault.registry import KeyRegistry
 
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
@@ -49,12 +52,10 @@ _DIGEST_INFO_PREFIX = {
     "sha2-512": bytes.fromhex("3051300d060960864801650304020305000440"),
 }
 P256_COORDINATE_BYTES = 32  # RFC 7518 §3.4: ES256's r and s are 32 bytes each
-_PREFIX = "vault:"
 _PUBLIC_KEY_CACHE_LIMIT = 10_000
 
 MARSHALING = ("asn1", "jws")
 RSA_SIGNATURE_ALGORITHMS = ("pss", "pkcs1v15")
-TOO_OLD = "ciphertext or signature version is disallowed by policy (too old)"
 
 
 RSA_CALL_WEIGHT = 20
@@ -166,17 +167,6 @@ def hsm_input(plan: _Plan, data: bytes, prehashed: bool) -> bytes:
     return digest
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64url_decode(text: str) -> bytes:
-    """Unpadded base64url (RFC 7515 §2); padding or any other alphabet is refused."""
-    if "=" in text or "+" in text or "/" in text:
-        raise ValueError("not unpadded base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _marshal(plan: _Plan, raw: bytes, marshaling: str) -> str:
     if plan.scheme is SignScheme.ECDSA and marshaling == "asn1":
         half = len(raw) // 2
@@ -200,58 +190,6 @@ def ecdsa_raw_to_der(raw: bytes) -> bytes:
     return encode_dss_signature(
         int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
     )
-
-
-@dataclass(frozen=True, slots=True)
-class VersionedValue:
-    """A parsed ``vault:v<N>:<body>`` (the body still encoded)."""
-
-    version: int
-    body: str
-
-
-def parse_versioned(text: str, what: str) -> VersionedValue:
-    """Vault's parsing of a signature or HMAC, with its error strings."""
-    if not text.startswith(_PREFIX):
-        raise BadRequest(f"invalid {what}: no prefix")
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise BadRequest(f"invalid {what}: wrong number of fields")
-    head = parts[1]
-    digits = head[1:]
-    # ASCII only: str.isdigit() also accepts other scripts' digits ("v\u0661" would be v1).
-    if not head.startswith("v") or not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
-        raise BadRequest(f"invalid {what}: version number could not be decoded")
-    return VersionedValue(int(digits), parts[2])
-
-
-def version_for_verify(key: Key, version: int, what: str) -> KeyVersion:
-    """The version that made a signature or MAC: too new and trimmed-away versions are errors
-    (Vault refuses versions below ``min_decryption_version`` for verification as well)."""
-    if version > key.latest_version:
-        raise BadRequest(f"invalid {what}: version is too new")
-    found = key.versions.get(version)
-    if found is None or version < key.min_decryption_version:
-        raise BadRequest(TOO_OLD)
-    return found
-
-
-def version_for_use(key: Key, requested: int | None, what: str) -> KeyVersion:
-    """The version to sign or MAC with: the latest unless one is asked for."""
-    if not requested:
-        version = key.latest_version
-    else:
-        version = requested
-        if version > key.latest_version:
-            raise BadRequest(f"requested version for {what} is higher than the latest key version")
-    if key.min_encryption_version and version < key.min_encryption_version:
-        raise BadRequest(
-            f"requested version for {what} is less than the minimum encryption key version"
-        )
-    found = key.versions.get(version)
-    if found is None or version < key.min_decryption_version:
-        raise BadRequest("no such key version")
-    return found
 
 
 class PublicKeys:
@@ -345,7 +283,7 @@ class Signer:
     ) -> list[Signed | VaultError]:
         """Sign each input with one version (the whole batch is one HSM job)."""
         key = await self.signing_key(name)
-        version = version_for_use(key, key_version, "signing")
+        version = key.version_to_use(key_version)
         plan = _plan(key, options, signing=True)
         prepared: list[bytes | VaultError] = []
         for item in inputs:
@@ -368,23 +306,34 @@ class Signer:
                 out.append(p)
                 continue
             encoded = _marshal(plan, next(it), options.marshaling_algorithm)
-            out.append(Signed(f"vault:v{version.version}:{encoded}", version.version))
+            out.append(Signed(versioned(version.version, encoded), version.version))
         return out
 
     async def verify(
         self, name: str, items: Sequence[VerifyItem | VaultError], options: SignOptions
     ) -> list[bool | VaultError]:
-        key = await self.registry.get(name)
+        values: list[Versioned | VaultError] = []
+        for item in items:
+            try:
+                values.append(
+                    item
+                    if isinstance(item, VaultError)
+                    else Versioned.parse(item.signature, "signature")
+                )
+            except VaultError as exc:
+                values.append(exc)
+        newest = max((v.version for v in values if isinstance(v, Versioned)), default=None)
+        key = await self.registry.get(name, newest=newest)
         require_signing(key)
         plan = _plan(key, options, signing=False)
         parsed: list[tuple[KeyVersion, bytes, bytes] | VaultError] = []
-        for item in items:
-            if isinstance(item, VaultError):
-                parsed.append(item)
+        for item, value in zip(items, values, strict=True):
+            if isinstance(value, VaultError):
+                parsed.append(value)
                 continue
+            assert isinstance(item, VerifyItem)
             try:
-                value = parse_versioned(item.signature, "signature")
-                version = version_for_verify(key, value.version, "signature")
+                version = key.version_to_check(value.version)
                 body = _decode_body(value.body, options.marshaling_algorithm)
                 parsed.append((version, item.input, body))
             except VaultError as exc:
@@ -407,7 +356,7 @@ class Signer:
         """A JWK Set (RFC 7517 §5) of every usable version's public key, for verifiers that
         never talk to the vault."""
         key = await self.signing_key(name)
-        versions = [v for n, v in sorted(key.versions.items()) if n >= key.min_decryption_version]
+        versions = key.live_versions()
         publics = await self.public_keys.of(versions)
         alg = jws_algorithm(key)
         return {

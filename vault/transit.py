@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hsm import HsmOps
 from vault.envelope import DATAKEY_BITS, EncryptItem, Envelope, ParsedCiphertext, parse
 from vault.errors import BadRequest, InvalidCiphertext, VaultError
-from vault.hsm import Hsm, HsmOps
-from vault.keys import Key, KeyRegistry, KeyVersion
+from vault.hsm import Hsm
+from vault.keys import Key, KeyVersion
+from vault.registry import KeyRegistry
 
 MAX_RANDOM_BYTES = 131072  # Vault's own ceiling for /transit/random
 
@@ -42,10 +44,9 @@ def _require(key: Key, what: str) -> None:
 
 
 class Transit:
-    def __init__(self, registry: KeyRegistry, hsm: Hsm, envelope: Envelope) -> None:
+    def __init__(self, registry: KeyRegistry, hsm: Hsm) -> None:
         self.registry = registry
         self.hsm = hsm
-        self.envelope = envelope
 
     async def encrypt(
         self, name: str, items: Sequence[EncryptItem | VaultError], key_version: int | None = None
@@ -61,13 +62,13 @@ class Transit:
                 continue
             try:
                 wanted = item.key_version if item.key_version is not None else key_version
-                plan.append(key.for_encryption(wanted))
+                plan.append(key.version_to_use(wanted))
             except VaultError as exc:
                 plan.append(exc)
         versions = [v for v in plan if isinstance(v, KeyVersion)]
         if not versions:
             return [p for p in plan if isinstance(p, VaultError)]
-        job = self.envelope.wrap_job(key, versions)
+        job = Envelope.wrap_job(key, versions)
         _, wrapped = await self.hsm.run(job, calls=len(versions))
         out: list[Encrypted | VaultError] = []
         it = iter(wrapped)
@@ -81,8 +82,8 @@ class Transit:
         return out
 
     async def _unwrap(
-        self, key: Key, items: Sequence[DecryptItem | VaultError]
-    ) -> list[tuple[ParsedCiphertext, bytes] | VaultError]:
+        self, name: str, items: Sequence[DecryptItem | VaultError]
+    ) -> tuple[Key, list[tuple[ParsedCiphertext, bytes] | VaultError]]:
         parsed: list[ParsedCiphertext | None] = []
         errors: list[VaultError | None] = []
         for item in items:
@@ -96,6 +97,9 @@ class Transit:
             except VaultError as exc:
                 parsed.append(None)
                 errors.append(exc)
+        newest = max((p.version for p in parsed if p is not None), default=None)
+        key = await self.registry.get(name, newest=newest)
+        _require(key, "decryption")
         deks = await self.hsm.run(Envelope.unwrap_job(key, parsed), calls=len(parsed))
         out: list[tuple[ParsedCiphertext, bytes] | VaultError] = []
         for p, dek, err in zip(parsed, deks, errors, strict=True):
@@ -107,15 +111,14 @@ class Transit:
                 out.append(InvalidCiphertext())
             else:
                 out.append((p, dek))
-        return out
+        return key, out
 
     async def decrypt(
         self, name: str, items: Sequence[DecryptItem | VaultError]
     ) -> list[bytes | VaultError]:
-        key = await self.registry.get(name)
-        _require(key, "decryption")
+        key, unwrapped_items = await self._unwrap(name, items)
         out: list[bytes | VaultError] = []
-        for item, unwrapped in zip(items, await self._unwrap(key, items), strict=True):
+        for item, unwrapped in zip(items, unwrapped_items, strict=True):
             if isinstance(unwrapped, VaultError):
                 out.append(unwrapped)
                 continue
@@ -146,8 +149,8 @@ class Transit:
             raise BadRequest("invalid bit length: bits must be 128, 256 or 512")
         key = await self.registry.get(name)
         _require(key, "data keys")
-        version = key.for_encryption(key_version)
-        job = self.envelope.wrap_job(key, [version], bits // 8)
+        version = key.version_to_use(key_version)
+        job = Envelope.wrap_job(key, [version], bits // 8)
         plaintext, wrapped = await self.hsm.run(job)
         sealed = Envelope.seal(
             key, version.version, wrapped[0], EncryptItem(plaintext, associated_data)

@@ -474,7 +474,7 @@ def test_metrics_are_served(server: Server) -> None:
         r = c.get("/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
-    assert "vault_request_errors_total" in r.text
+    assert "vault_requests_total" in r.text
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/v1/transit/nope/backup-share", "/nope"])

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vault.envelope import EncryptItem
-from vault.errors import InvalidCiphertext, VaultError
+from vault.errors import InvalidCiphertext, KeyVersionUnavailable, VaultError
 from vault.transit import DecryptItem
 
 pytestmark = pytest.mark.hsm
@@ -71,13 +71,14 @@ def test_every_single_byte_change_fails_with_one_message(runtime, key: str) -> N
             )
             assert isinstance(result, InvalidCiphertext), (i, flip)
             messages.add(str(result))
-    # Truncation, extension, and another version number in the prefix fail alike.
+    # Truncation and extension fail alike.
     for variant in (bytes(raw[:-1]), bytes(raw) + b"\x00", bytes(raw[:20])):
         result = _decrypt(runtime, key, f"{prefix}:{base64.b64encode(variant).decode()}", ad)
         messages.add(str(result))
-    other_version = ct.replace("vault:v1:", "vault:v2:", 1)
-    messages.add(str(_decrypt(runtime, key, other_version, ad)))
     assert len(messages) == 1
+    # A version the key does not have is named as such (the key's versions are no secret).
+    other_version = _decrypt(runtime, key, ct.replace("vault:v1:", "vault:v2:", 1), ad)
+    assert isinstance(other_version, KeyVersionUnavailable)
 
 
 def test_another_key_cannot_open_it(runtime, key: str) -> None:  # type: ignore[no-untyped-def]
@@ -108,4 +109,4 @@ def test_rotation_never_strands_data_above_min_decryption_version(
         if version >= floor:
             assert result == f"v{version}".encode()
         else:
-            assert isinstance(result, InvalidCiphertext)
+            assert isinstance(result, KeyVersionUnavailable)

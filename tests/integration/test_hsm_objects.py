@@ -113,7 +113,7 @@ def test_an_unwrapped_seed_is_sensitive_and_not_extractable(runtime) -> None:  #
     from hsm._ops import _SEED_FOR_MAC
 
     key = runtime.registry.get_sync("otp-seeds")
-    wrap_id = key.for_encryption().object_id("wrap")
+    wrap_id = key.version_to_use().object_id("wrap")
 
     def job(ops):  # type: ignore[no-untyped-def]
         wrapped = ops.seed_import(wrap_id, os.urandom(20))

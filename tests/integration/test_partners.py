@@ -23,12 +23,13 @@ from joserfc import jwe, jws
 from joserfc.jwk import ECKey, KeySet, import_key
 from sqlalchemy import insert, select
 
-from vault import db
+from vault.store import tables
 from vault.bootstrap import dev_partner_key_path
 from vault.errors import BadRequest, ConfigError, NotFound
-from vault.partners import PartnerMessages, ReplayLedger
+from vault.partners import PartnerMessages
 from vault.policy import Partner, load_policies
 from vault.signing import Signer
+from vault.store.messages import SeenMessages
 
 pytestmark = [
     pytest.mark.hsm,
@@ -63,7 +64,14 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="module")
 def messages(runtime, clock: Clock) -> PartnerMessages:  # type: ignore[no-untyped-def]
-    return PartnerMessages(runtime.policies, runtime.registry, runtime.hsm, runtime.engine, clock)
+    return PartnerMessages(
+        runtime.policies,
+        runtime.registry,
+        runtime.hsm,
+        runtime.signer.public_keys,
+        SeenMessages(runtime.db),
+        clock,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +89,7 @@ def partner_key(settings, partner: str, role: str) -> Any:  # type: ignore[no-un
 
 
 def our_jwks(messages: PartnerMessages, signer: Signer, partner: str) -> dict[str, Any]:
-    return run(messages.jwks(partner, signer.public_keys))
+    return run(messages.jwks(partner))
 
 
 def partner_seals(
@@ -279,7 +287,7 @@ def test_headers_outside_the_profile_are_refused(
         ({"alg": "ECDH-ES+A128KW", "enc": "A256GCM", "kid": kid}, "unexpected JWE alg"),
         ({"alg": "ECDH-ES+A256KW", "enc": "A128GCM", "kid": kid}, "unexpected JWE enc"),
         ({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": "other:v1"}, "kid"),
-        ({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": "payout-decryption-ec:v9"}, "kid"),
+        ({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": "payout-decryption-ec:v9"}, "key version 9 does not exist"),
     ]
     for header, reason in cases:
         token = partner_seals(settings, messages, signer, "globex-pay", jwe_header=header)
@@ -325,23 +333,20 @@ def test_unknown_partner(messages: PartnerMessages) -> None:
 
 
 def test_ledger_prunes_expired_rows(runtime) -> None:  # type: ignore[no-untyped-def]
-    ledger = ReplayLedger(runtime.engine)
+    ledger = SeenMessages(runtime.db)
     now = time.time()
-    with runtime.engine.begin() as conn:
-        conn.execute(
-            insert(db.seen_messages).values(partner="p", message_id="old", expires_at=now - 1)
-        )
-    ledger.remember("p", "new", now + 60, now)
-    with runtime.engine.connect() as conn:
+    seen = tables.seen_messages
+    with runtime.db.engine.begin() as conn:
+        conn.execute(insert(seen).values(partner="p", message_id="old", expires_at=now - 1))
+    run(ledger.remember("p", "new", now + 60, now))
+    with runtime.db.engine.connect() as conn:
         ids = {
             r[0]
-            for r in conn.execute(
-                select(db.seen_messages.c.message_id).where(db.seen_messages.c.partner == "p")
-            )
+            for r in conn.execute(select(seen.c.message_id).where(seen.c.partner == "p"))
         }
     assert ids == {"new"}
     with pytest.raises(BadRequest, match="message replayed"):
-        ledger.remember("p", "new", now + 60, now)
+        run(ledger.remember("p", "new", now + 60, now))
 
 
 def test_partner_policy_is_backward_compatible(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
-"""An in-memory stand-in for the HSM, for unit tests of ``vault/`` alone.
+"""An in-memory stand-in for the HSM adapter, for unit tests of ``vault/`` alone.
 
 It keeps key material in a dict and does the crypto with ``cryptography``; it behaves like
-``hsm/`` where the domain can tell: a bad GCM tag is ``InvalidCiphertext``, a missing object
-is ``NotFound``, every job runs under one lock. Test scaffolding only, never a model of how
-the real token protects anything.
+``hsm/`` where the domain can tell: a bad GCM tag is ``AuthenticationFailed``, a missing
+object is ``ObjectMissing``, every job runs under one lock. Test scaffolding only, never a
+model of how the real token protects anything.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from vault.errors import HsmUnavailable, InvalidCiphertext, NotFound
-from vault.hsm import KeySpec, MacAlgorithm, ObjectInfo
+from hsm import KeySpec, MacAlgorithm, ObjectInfo
+from hsm.errors import AuthenticationFailed, HsmUnavailable, ObjectMissing
+from vault.hsm import Hsm
+from vault.registry import KeyRegistry
+from vault.store import Database, make_engine, migrate
+from vault.store.keys import KeyStore
 
 T = TypeVar("T")
 
@@ -82,21 +86,23 @@ class FakeOps:
     def _secret(self, key_id: bytes, spec: KeySpec) -> bytes:
         obj = self.store.get(key_id)
         if obj is None:
-            raise NotFound("key version has no HSM object")
+            raise ObjectMissing()
         if obj.spec is not spec:
             raise TypeError(f"object {key_id.hex()} is {obj.spec.value}, not {spec.value}")
         secret: bytes = obj.secret
         return secret
 
-    def encrypt_gcm(self, key_id: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        return AESGCM(self._secret(key_id, KeySpec.AES256)).encrypt(nonce, plaintext, aad)
+    def encrypt_gcm(
+        self, key_id: bytes, iv: bytes, plaintext: bytes, aad: bytes
+    ) -> tuple[bytes, bytes]:
+        return iv, AESGCM(self._secret(key_id, KeySpec.AES256)).encrypt(iv, plaintext, aad)
 
-    def decrypt_gcm(self, key_id: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    def decrypt_gcm(self, key_id: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         key = self._secret(key_id, KeySpec.AES256)
         try:
-            return AESGCM(key).decrypt(nonce, ciphertext, aad)
+            return AESGCM(key).decrypt(iv, ciphertext, aad)
         except InvalidTag:
-            raise InvalidCiphertext() from None
+            raise AuthenticationFailed() from None
 
     def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
         return hmac.new(self._secret(key_id, KeySpec.HMAC256), data, algorithm.value).digest()
@@ -104,7 +110,7 @@ class FakeOps:
     def public_key_der(self, key_id: bytes) -> bytes:
         obj = self.store.get(key_id)
         if obj is None:
-            raise NotFound("key version has no HSM object")
+            raise ObjectMissing()
         if not obj.spec.asymmetric:
             raise TypeError("a secret key has no public half")
         der: bytes = obj.secret.public_key().public_bytes(
@@ -114,7 +120,8 @@ class FakeOps:
 
 
 class FakeHsm:
-    """``vault.hsm.Hsm`` over :class:`FakeOps`: jobs run one at a time, in the caller's thread."""
+    """A ``hsm.JobRunner`` over :class:`FakeOps`: jobs run one at a time, in the caller's
+    thread."""
 
     def __init__(self) -> None:
         self.ops = FakeOps()
@@ -122,7 +129,9 @@ class FakeHsm:
         self._lock = threading.Lock()
         self._closed = False
 
-    async def run(self, job: Callable[[Any], T], *, calls: int = 1) -> T:
+    async def run(
+        self, job: Callable[[Any], T], *, calls: int = 1, timeout: float | None = None
+    ) -> T:
         return self.run_sync(job)
 
     def run_sync(self, job: Callable[[Any], T]) -> T:
@@ -140,3 +149,10 @@ class FakeHsm:
 
     def labels(self) -> dict[bytes, str]:
         return {info.key_id: info.label for info in self.ops.objects()}
+
+
+def registry_over(fake: FakeHsm, database_url: str, *, cache_ttl: float = 1.0) -> KeyRegistry:
+    """A key registry on a migrated database and the fake HSM, as the domain sees them."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    return KeyRegistry(KeyStore(Database(engine)), Hsm(fake), cache_ttl)

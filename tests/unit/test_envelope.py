@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,25 +16,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from tests.unit.fake_hsm import FakeHsm
-from vault import db
+from tests.unit.fake_hsm import FakeHsm, FakeOps, registry_over
 from vault.envelope import (
     DEK_BYTES,
     FORMAT_V1,
     HEADER_BYTES,
-    MAX_INVOCATIONS,
     NONCE_BYTES,
-    NONCE_PREFIX_BYTES,
     TAG_BYTES,
     WRAPPED_DEK_BYTES,
     EncryptItem,
-    Envelope,
-    NonceSequence,
     context,
     parse,
 )
-from vault.errors import BadRequest, InvalidCiphertext, VaultError
-from vault.keys import KeyRegistry
+from vault.errors import BadRequest, InvalidCiphertext, KeyVersionUnavailable, VaultError
+from vault.registry import KeyRegistry
 from vault.transit import DecryptItem, Encrypted, Transit
 
 ONE_MESSAGE = "invalid ciphertext: message authentication failed"
@@ -60,11 +55,9 @@ class Env:
 
 
 def make_env(path: Path) -> Env:
-    engine = db.make_engine(f"sqlite:///{path}")
-    db.migrate(engine)
     hsm = FakeHsm()
-    registry = KeyRegistry(engine, hsm)
-    return Env(engine, hsm, registry, Transit(registry, hsm, Envelope(NonceSequence(1))))
+    registry = registry_over(hsm, f"sqlite:///{path}")
+    return Env(registry.store.db.engine, hsm, registry, Transit(registry, registry.hsm))
 
 
 @pytest.fixture
@@ -179,7 +172,7 @@ def test_decrypt_batch_fails_item_by_item_in_order(env: Env) -> None:
     assert_invalid(results[1])
     assert_invalid(results[2])
     assert results[3] is passed_through
-    assert_invalid(results[4])
+    assert isinstance(results[4], KeyVersionUnavailable)
     assert results[5] == b"bravo"
 
 
@@ -198,36 +191,47 @@ def test_rewrap_batch_keeps_order_and_moves_to_latest(env: Env) -> None:
 # -- nonces -------------------------------------------------------------------------------
 
 
-def test_nonce_sequence_never_repeats() -> None:
-    seq = NonceSequence(7)
-    nonces = [seq.next() for _ in range(20_000)]
+def test_wrap_nonces_are_random_and_never_repeat(env: Env) -> None:
+    nonces = [blob_of(env.encrypt("backup-share", b"x"))[1 : 1 + NONCE_BYTES] for _ in range(2000)]
     assert len(set(nonces)) == len(nonces)
     assert all(len(n) == NONCE_BYTES for n in nonces)
-    assert all(n[:NONCE_PREFIX_BYTES] == (7).to_bytes(NONCE_PREFIX_BYTES, "big") for n in nonces)
 
 
-def test_nonce_sequences_of_different_prefixes_never_meet() -> None:
-    one, two = NonceSequence(1), NonceSequence(2)
-    assert not {one.next() for _ in range(2000)} & {two.next() for _ in range(2000)}
+class _IvChoosingOps(FakeOps):
+    """A module that ignores the IV it is offered and uses its own (AWS CloudHSM, FIPS-mode
+    modules): what the vault stores must be what the module reports."""
+
+    def encrypt_gcm(
+        self, key_id: bytes, iv: bytes, plaintext: bytes, aad: bytes
+    ) -> tuple[bytes, bytes]:
+        own = os.urandom(NONCE_BYTES)
+        assert own != iv
+        return super().encrypt_gcm(key_id, own, plaintext, aad)
 
 
-@pytest.mark.parametrize("prefix", [0, -1, 2**32, 2**40])
-def test_nonce_sequence_rejects_prefix_out_of_range(prefix: int) -> None:
-    with pytest.raises(ValueError, match="nonce prefix"):
-        NonceSequence(prefix)
+def test_an_iv_chosen_by_the_module_round_trips(tmp_path: Path) -> None:
+    made = make_env(tmp_path / "vault.db")
+    made.hsm.ops = _IvChoosingOps()
+    made.registry.create_sync("backup-share", "aes256-gcm96")
+    ct = made.encrypt("backup-share", b"share", b"ad")
+    assert made.decrypt("backup-share", ct, b"ad") == b"share"
 
 
-@pytest.mark.parametrize("prefix", [1, 2**32 - 1])
-def test_nonce_sequence_accepts_the_extremes(prefix: int) -> None:
-    assert NonceSequence(prefix).next()[:NONCE_PREFIX_BYTES] == prefix.to_bytes(4, "big")
-
-
-def test_nonce_sequence_refuses_to_wrap_around() -> None:
-    seq = NonceSequence(3)
-    seq._counter = itertools.count(MAX_INVOCATIONS)  # skip ahead to the last invocation
-    assert seq.next()[NONCE_PREFIX_BYTES:] == b"\xff" * (NONCE_BYTES - NONCE_PREFIX_BYTES)
-    with pytest.raises(RuntimeError, match="exhausted"):
-        seq.next()
+def test_no_database_state_takes_part_in_a_wrap_nonce(tmp_path: Path) -> None:
+    """A restored copy of the database (same rows, same ids) still draws fresh nonces."""
+    first = make_env(tmp_path / "a.db")
+    first.registry.create_sync("backup-share", "aes256-gcm96")
+    first.engine.dispose()  # a consistent file to copy (the WAL checkpointed)
+    copy = tmp_path / "b.db"
+    copy.write_bytes((tmp_path / "a.db").read_bytes())
+    second = make_env(copy)
+    second.hsm.ops = first.hsm.ops  # the same HSM key behind both
+    nonces = {
+        blob_of(env.encrypt("backup-share", b"x"))[1 : 1 + NONCE_BYTES]
+        for env in (first, second)
+        for _ in range(500)
+    }
+    assert len(nonces) == 1000
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -370,29 +374,29 @@ def three_versions(env: Env) -> Env:
 
 
 @pytest.mark.parametrize(("requested", "expected"), [(None, 3), (0, 3), (3, 3), (2, 2), (1, 1)])
-def test_for_encryption_picks_the_version(
+def test_version_to_use_picks_the_version(
     three_versions: Env, requested: int | None, expected: int
 ) -> None:
     key = three_versions.registry.get_sync("backup-share")
-    assert key.for_encryption(requested).version == expected
+    assert key.version_to_use(requested).version == expected
 
 
 @pytest.mark.parametrize("requested", [4, 100, -1])
-def test_for_encryption_refuses_versions_that_do_not_exist(
+def test_version_to_use_refuses_versions_that_do_not_exist(
     three_versions: Env, requested: int
 ) -> None:
     key = three_versions.registry.get_sync("backup-share")
-    with pytest.raises(BadRequest, match="not allowed for encryption"):
-        key.for_encryption(requested)
+    with pytest.raises(KeyVersionUnavailable, match="does not exist"):
+        key.version_to_use(requested)
 
 
-def test_for_encryption_refuses_below_min_encryption_version(three_versions: Env) -> None:
+def test_version_to_use_refuses_below_min_encryption_version(three_versions: Env) -> None:
     three_versions.registry.configure_sync("backup-share", min_encryption_version=2)
     key = three_versions.registry.get_sync("backup-share")
-    with pytest.raises(BadRequest, match="not allowed for encryption"):
-        key.for_encryption(1)
-    assert key.for_encryption(2).version == 2
-    assert key.for_encryption(None).version == 3
+    with pytest.raises(KeyVersionUnavailable, match="below min_encryption_version"):
+        key.version_to_use(1)
+    assert key.version_to_use(2).version == 2
+    assert key.version_to_use(None).version == 3
 
 
 def test_encrypt_below_min_encryption_version_is_an_item_error(three_versions: Env) -> None:
@@ -407,27 +411,29 @@ def test_encrypt_below_min_encryption_version_is_an_item_error(three_versions: E
     assert results[1].key_version == 3
 
 
-def test_for_encryption_refuses_below_min_decryption_version(three_versions: Env) -> None:
+def test_version_to_use_refuses_below_min_decryption_version(three_versions: Env) -> None:
     three_versions.registry.configure_sync("backup-share", min_decryption_version=2)
     key = three_versions.registry.get_sync("backup-share")
     assert key.min_encryption_version == 0
-    with pytest.raises(BadRequest):
-        key.for_encryption(1)
+    with pytest.raises(KeyVersionUnavailable, match="below min_decryption_version"):
+        key.version_to_use(1)
 
 
-def test_for_decryption_below_min_decryption_version(three_versions: Env) -> None:
+def test_version_to_check_below_min_decryption_version(three_versions: Env) -> None:
     env = three_versions
     old = env.encrypt("backup-share", b"old", version=1)
     env.registry.configure_sync("backup-share", min_decryption_version=2)
     key = env.registry.get_sync("backup-share")
-    with pytest.raises(InvalidCiphertext):
-        key.for_decryption(1)
-    assert key.for_decryption(2).version == 2
-    assert key.for_decryption(3).version == 3
+    with pytest.raises(KeyVersionUnavailable, match="too old"):
+        key.version_to_check(1)
+    assert key.version_to_check(2).version == 2
+    assert key.version_to_check(3).version == 3
     for missing in (0, 4):
-        with pytest.raises(InvalidCiphertext):
-            key.for_decryption(missing)
-    assert_invalid(env.decrypt("backup-share", old))
+        with pytest.raises(KeyVersionUnavailable, match="does not exist"):
+            key.version_to_check(missing)
+    refused = env.decrypt("backup-share", old)
+    assert isinstance(refused, KeyVersionUnavailable)
+    assert "too old" in str(refused)
     # Lowering the minimum again brings the old version back (nothing was destroyed).
     env.registry.configure_sync("backup-share", min_decryption_version=1)
     assert env.decrypt("backup-share", old) == b"old"

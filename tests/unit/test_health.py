@@ -7,23 +7,23 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import create_engine
 
-from api.app import create_litestar
+from api.app import create_app
+from hsm.errors import HsmUnavailable
 from tests.unit.fake_hsm import FakeHsm
 from vault.config import load_settings
-from vault.errors import HsmUnavailable
+from vault.hsm import Hsm
+from vault.store import Database
 
 
 class _DownHsm(FakeHsm):
-    async def run(self, job: Any, *, calls: int = 1) -> Any:
+    async def run(self, job: Any, *, calls: int = 1, timeout: float | None = None) -> Any:
         raise HsmUnavailable()
 
 
 def _client(hsm: Any, database_url: str) -> TestClient[Any]:
-    runtime = SimpleNamespace(hsm=hsm, engine=create_engine(database_url), close=lambda: None)
-    app = create_litestar(load_settings(), lambda _: runtime, owns_runtime=False)  # type: ignore[arg-type, return-value]
-    return TestClient(app)
+    vault = SimpleNamespace(hsm=Hsm(hsm), db=Database.open(database_url), close=lambda: None)
+    return TestClient(create_app(load_settings(), lambda _: vault))  # type: ignore[arg-type, return-value]
 
 
 @pytest.mark.parametrize(
@@ -37,8 +37,12 @@ def _client(hsm: Any, database_url: str) -> TestClient[Any]:
 def test_health(hsm: Any, url: str, status: int, hsm_state: str, db_state: str) -> None:
     with _client(hsm, url) as client:
         r = client.get("/v1/sys/health")
+        head = client.head("/v1/sys/health")
     assert r.status_code == status
     body = r.json()
     assert body["initialized"] is True
     assert body["sealed"] is (hsm_state != "ok")
     assert (body["hsm"], body["database"]) == (hsm_state, db_state)
+    # Load balancers probe with HEAD: the same status, no body.
+    assert head.status_code == status
+    assert head.content == b""

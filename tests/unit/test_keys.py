@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.unit.fake_hsm import FakeHsm, FakeOps
-from vault import db
+from hsm import KeySpec
+from tests.unit.fake_hsm import FakeHsm, FakeOps, registry_over
 from vault.errors import BadRequest, HsmUnavailable, NotFound
-from vault.hsm import KeySpec
-from vault.keys import Key, KeyRegistry, validate_name
+from vault.keys import Key, validate_name
 from vault.keytypes import KEY_TYPES, object_id, object_label
+from vault.registry import KeyRegistry
+from vault.store import tables
 
 
 @pytest.fixture
@@ -25,19 +26,18 @@ def hsm() -> FakeHsm:
 
 @pytest.fixture
 def registry(tmp_path: Path, hsm: FakeHsm) -> Iterator[KeyRegistry]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'vault.db'}")
-    db.migrate(engine)
-    yield KeyRegistry(engine, hsm)
-    engine.dispose()
+    registry = registry_over(hsm, f"sqlite:///{tmp_path / 'vault.db'}")
+    yield registry
+    registry.store.db.dispose()
 
 
 def version_rows(registry: KeyRegistry, name: str) -> int:
-    with registry.engine.connect() as conn:
+    with registry.store.db.engine.connect() as conn:
         return int(
             conn.execute(
                 select(func.count())
-                .select_from(db.key_versions)
-                .where(db.key_versions.c.key_name == name)
+                .select_from(tables.key_versions)
+                .where(tables.key_versions.c.key_name == name)
             ).scalar_one()
         )
 
@@ -209,7 +209,7 @@ def test_rotation_is_seen_by_another_registry_on_the_same_database(
     registry: KeyRegistry, hsm: FakeHsm
 ) -> None:
     registry.create_sync("backup-share", "aes256-gcm96")
-    other = KeyRegistry(registry.engine, hsm, cache_ttl=0)
+    other = KeyRegistry(registry.store, registry.hsm, cache_ttl=0)
     assert asyncio.run(other.get("backup-share")).latest_version == 1
     registry.rotate_sync("backup-share")
     assert asyncio.run(other.get("backup-share")).latest_version == 2
@@ -278,7 +278,7 @@ def test_configure_applies_and_persists(three: KeyRegistry, hsm: FakeHsm) -> Non
         deletion_allowed=True,
         auto_rotate_period=3600,
     )
-    fresh = KeyRegistry(three.engine, hsm).get_sync("k")
+    fresh = KeyRegistry(three.store, three.hsm).get_sync("k")
     for seen in (key, fresh):
         assert seen.min_decryption_version == 2
         assert seen.min_encryption_version == 3

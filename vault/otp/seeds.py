@@ -24,7 +24,7 @@ import json
 import struct
 from dataclasses import dataclass
 
-from vault.envelope import PREFIX, b64encode, split_prefixed
+from vault.encoding import MalformedValue, Versioned, versioned
 from vault.errors import BadRequest, InvalidCiphertext
 
 FORMAT_SEED_V1 = 0x02
@@ -109,11 +109,15 @@ def body(seed_id: bytes, bound: bytes, params: TokenParams, wrapped: bytes) -> b
 
 
 def assemble(version: int, signed: bytes, tag: bytes) -> str:
-    return f"{PREFIX}{version}:{b64encode(signed + tag)}"
+    return versioned(version, signed + tag)
 
 
 def parse(text: str) -> EncryptedSeed:
-    version, raw = split_prefixed(text)
+    try:
+        value = Versioned.parse(text, "encrypted_seed")
+        version, raw = value.version, value.decoded("encrypted_seed")
+    except MalformedValue:
+        raise InvalidCiphertext() from None
     try:
         if raw[0] != FORMAT_SEED_V1:
             raise InvalidCiphertext()

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hsm import GeneratedSeed, HsmOps, MacAlgorithm
 from vault.errors import BadRequest, InvalidCiphertext
-from vault.hsm import GeneratedSeed, Hsm, HsmOps, MacAlgorithm
-from vault.keys import Key, KeyRegistry
+from vault.hsm import Hsm
+from vault.keys import Key
 from vault.otp import seeds
 from vault.otp._errors import OtpInputError
 from vault.otp._ocra import OcraSuite
@@ -30,7 +31,8 @@ from vault.otp._plan import (
     plan_totp,
 )
 from vault.otp._totp import time_step
-from vault.otp.ledger import Outcome, ReplayLedger
+from vault.registry import KeyRegistry
+from vault.store.otp_ledger import Outcome, ReplayLedger
 
 log = logging.getLogger("vault.otp")
 T = TypeVar("T")
@@ -126,8 +128,8 @@ class OtpService:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
-    async def _key(self, name: str) -> Key:
-        key = await self.registry.get(name)
+    async def _key(self, name: str, newest: int | None = None) -> Key:
+        key = await self.registry.get(name, newest=newest)
         if not key.type.otp:
             raise BadRequest(f"key type {key.type.name} does not hold OTP seeds")
         return key
@@ -160,7 +162,7 @@ class OtpService:
         """A new seed, generated in the HSM. Its plaintext leaves once, for provisioning —
         or never, when the device's public key is given (then it is wrapped to the device)."""
         key = await self._key(name)
-        version = key.for_encryption()
+        version = key.version_to_use()
         wrap_id = version.object_id("wrap")
         length = SEED_BYTES[params.algorithm]
 
@@ -185,7 +187,7 @@ class OtpService:
         if not 1 <= len(seed) <= _MAX_SEED_BYTES:
             raise OtpInputError("seed", f"must be 1 to {_MAX_SEED_BYTES} bytes")
         key = await self._key(name)
-        version = key.for_encryption()
+        version = key.version_to_use()
         wrap_id = version.object_id("wrap")
         wrapped = await self.hsm.run(lambda ops: ops.seed_import(wrap_id, seed))
         return await self.hsm.run(self._seal_job(key, version.version, identity, params, wrapped))
@@ -194,10 +196,10 @@ class OtpService:
         self, name: str, encrypted_seed: str, key_version: int | None = None
     ) -> tuple[str, int]:
         """Move a seed to the latest (or given) version; it never leaves the HSM."""
-        key = await self._key(name)
         blob = seeds.parse(encrypted_seed)
-        old = key.for_decryption(blob.version)
-        new = key.for_encryption(key_version)
+        key = await self._key(name, blob.version)
+        old = key.version_to_check(blob.version)
+        new = key.version_to_use(key_version)
         new_context = seeds.context(key.name, new.version)
         tag_input = blob.tag_input(key.name)
         old_bind, old_wrap = old.object_id("bind"), old.object_id("wrap")
@@ -214,9 +216,9 @@ class OtpService:
         return await self.hsm.run(job), new.version
 
     async def verify(self, name: str, request: VerifyInput) -> VerifyResult:
-        key = await self._key(name)
         blob = seeds.parse(request.encrypted_seed)
-        version = key.for_decryption(blob.version)
+        key = await self._key(name, blob.version)
+        version = key.version_to_check(blob.version)
         if not blob.check_binding(
             request.identity.token_serial, request.identity.app_id, request.identity.dfp_hash
         ):

@@ -22,11 +22,12 @@ from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from vault import db
 from vault.errors import StoreUnavailable
+from vault.store import Prepared
+from vault.store.tables import otp_ledger
 
 log = logging.getLogger("vault.otp")
-_T = db.otp_ledger
+_T = otp_ledger
 
 
 class Outcome(enum.Enum):
@@ -96,11 +97,11 @@ class ReplayLedger:
         dbapi = engine.dialect.dbapi
         assert dbapi is not None
         self._dbapi = dbapi
-        self._advance = db.Prepared(_ADVANCE, engine)
-        self._succeed = db.Prepared(_SUCCEED, engine)
-        self._fail = db.Prepared(_FAIL, engine)
-        self._state = db.Prepared(_STATE, engine)
-        self._create = db.Prepared(_CREATE, engine)
+        self._advance = Prepared(_ADVANCE, engine)
+        self._succeed = Prepared(_SUCCEED, engine)
+        self._fail = Prepared(_FAIL, engine)
+        self._state = Prepared(_STATE, engine)
+        self._create = Prepared(_CREATE, engine)
         # SQLite has one writer at a time: threads of one process queue here rather than
         # in SQLite's busy handler, which sleeps in steps of milliseconds.
         self.local = engine.dialect.name == "sqlite"

@@ -1,8 +1,6 @@
-"""The registry's tables. The database holds metadata and ledgers, never key material."""
+"""The tables. The database holds key metadata and ledgers, never key material."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -15,10 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import Engine
 
 metadata = MetaData()
 
@@ -76,52 +71,3 @@ seen_messages = Table(
     Column("message_id", String(128), primary_key=True),
     Column("expires_at", Float, nullable=False, index=True),
 )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers run beside the one writer; several worker processes share the file.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=8, max_overflow=8)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema up to date (Alembic migrations under vault/migrations)."""
-    from vault.migrations import upgrade  # noqa: PLC0415 - alembic is only needed here
-
-    upgrade(engine)
-
-
-class Prepared:
-    """A statement compiled once for one engine and run on the bare DB-API connection.
-
-    For the few statements on a hot path (the OTP replay ledger): SQLAlchemy's per-call
-    execution machinery costs several times what SQLite spends running the statement.
-    """
-
-    def __init__(self, statement: Any, engine: Engine) -> None:
-        compiled = statement.compile(dialect=engine.dialect)
-        self.sql = str(compiled)
-        self._defaults: dict[str, Any] = dict(compiled.params)  # literals bound by the compiler
-        self._order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        )
-
-    def params(self, values: dict[str, Any]) -> Any:
-        merged = {**self._defaults, **values}
-        if self._order is None:
-            return merged
-        return [merged[name] for name in self._order]

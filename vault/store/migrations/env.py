@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from vault.db import metadata
+from vault.store.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)

@@ -1,0 +1,309 @@
+"""The one gate: every request passes the same ordered stages, whatever serves it.
+
+    request id → route → authentication (before any body byte is read) → authorization
+    → admission (quota and audit hooks) → body (bounded, decoded once) → handler
+    → one error mapping → metrics and the request log → answer
+
+The gate is the ASGI application itself, so nothing can be mounted beside it and nothing
+added later can skip a stage. Routing uses Litestar's router over the route declarations in
+``api/`` (which also give the OpenAPI document); the gate then calls the route's handler
+directly with the request's :class:`~api.call.Call`, its path parameters and its decoded
+body: Litestar's per-request machinery (its signature model, dependency injection and
+response objects) costs about as much as the HSM call and is not used.
+
+No request can stop the server: every status sent comes from a known set, an unexpected
+exception is a JSON 500 for that request alone (logged once with its request id and
+counted), and a lifespan start-up touches neither the HSM nor the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Litestar
+from litestar.exceptions import MethodNotAllowedException, NotFoundException
+from litestar.handlers.http_handlers import HTTPRouteHandler
+from litestar.types import Receive, Scope, Send
+from litestar.utils import normalize_path
+
+from api import call as calls
+from api import metrics
+from api.call import ROUTE, Call, RouteSpec
+from api.errors import (
+    STATUSES,
+    BodyTooLarge,
+    MethodNotAllowed,
+    Problem,
+    RouteNotFound,
+    problem,
+)
+from api.responses import Reply, error_body, raw
+from vault.errors import BadRequest, Forbidden, Unauthorized
+from vault.runtime import Vault
+
+log = logging.getLogger("vault.api")
+request_log = logging.getLogger("vault.request")
+
+OPENAPI_JSON = "/v1/sys/openapi/openapi.json"
+_EMPTY_BODY: bytes = b""
+
+Admission = Callable[[Call], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A resolved route handler: how the gate calls it."""
+
+    handler: Callable[..., Awaitable[Reply | None]]  # None: 204, nothing to say
+    spec: RouteSpec
+    decoder: msgspec.json.Decoder[Any] | None  # None: the route takes no body
+    body_required: bool
+
+
+def _route_of(handler: HTTPRouteHandler) -> Route | None:
+    spec = handler.opt.get(ROUTE)
+    if not isinstance(spec, RouteSpec):
+        return None  # not one of ours (Litestar's own routes): unreachable, fail closed
+    data = handler.parsed_fn_signature.parameters.get("data")
+    decoder = msgspec.json.Decoder(data.annotation) if data is not None else None
+    required = data is not None and not data.is_optional
+    return Route(handler.fn, spec, decoder, required)
+
+
+def token_of(scope: Scope) -> str | None:
+    """``X-Vault-Token`` (what Vault clients send) or ``Authorization: Bearer``."""
+    bearer = None
+    for name, value in scope["headers"]:
+        if name == b"x-vault-token" and value:
+            return value.decode("latin-1")
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            bearer = value[7:].strip().decode("latin-1")
+    return bearer
+
+
+def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """The request body as the route's struct. Every way JSON can be wrong is a 400."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON in request body: {exc}") from None
+    except UnicodeDecodeError:
+        raise BadRequest("malformed JSON in request body: invalid UTF-8") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON in request body: nested too deeply") from None
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, chunked or not, refused as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionAbortedError("the client went away")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        more = bool(message.get("more_body", False))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Gate:
+    """The ASGI application: the Litestar app is only its route table and its document."""
+
+    def __init__(
+        self,
+        routes: Litestar,
+        open_vault: Callable[[], Vault],
+        *,
+        max_body: int,
+        admission: tuple[Admission, ...] = (),
+    ) -> None:
+        self._router = routes.asgi_router
+        self._open_vault = open_vault
+        self._max_body = max_body
+        self._admission = admission
+        self._routes: dict[HTTPRouteHandler, Route | None] = {}
+        self.vault: Vault | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets: none here
+            await send({"type": "websocket.close", "code": 1003})  # type: ignore[typeddict-item]
+
+    # -- lifespan: build the vault (no I/O beyond the policy files), close it at the end --
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.vault = self._open_vault()
+                except Exception as exc:
+                    log.error("start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.vault is not None:
+                    self.vault.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _vault(self) -> Vault:
+        if self.vault is None:  # a server that sends no lifespan events
+            self.vault = self._open_vault()
+        return self.vault
+
+    # -- one request -----------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_scope: Any = scope
+        method: str = raw_scope["method"]
+        client = raw_scope.get("client")
+        call = Call(
+            calls.request_ids.next(),
+            method,
+            raw_scope["path"],
+            client[0] if client else "",
+        )
+        token = calls.current.set(call)
+        try:
+            reply = await self._serve(call, raw_scope, receive)
+        except Exception as exc:
+            reply = self._failure(call, exc)
+        finally:
+            calls.current.reset(token)
+        await self._send(call, reply, send, head=method == "HEAD")
+        metrics.observe(call, time.perf_counter() - call.started)
+        request_log.info(
+            "",
+            extra={
+                "request": {
+                    "request_id": call.request_id,
+                    "method": call.method,
+                    "path": call.path,
+                    "service": call.service,
+                    "operation": call.operation,
+                    "key": call.key,
+                    "key_version": call.key_version,
+                    "status": call.status,
+                    "error": type(call.error).__name__ if call.error is not None else None,
+                    "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
+                    "client": call.client,
+                }
+            },
+        )
+
+    async def _serve(self, call: Call, scope: Any, receive: Receive) -> Reply:
+        route, params = self._resolve(scope)
+        call.vault = self._vault()
+        spec = route.spec
+        if not spec.public:
+            principal = call.vault.authenticator.authenticate(token_of(scope))
+            call.principal = principal
+            call.operation = spec.operation_for(params)
+            key = params.get(spec.key) if spec.key is not None else None
+            call.key = key if isinstance(key, str) else None
+            if not spec.any_service and (
+                call.operation is None or not principal.service.allows(call.operation, call.key)
+            ):
+                raise Forbidden()
+        for admit in self._admission:
+            await admit(call)
+        if route.decoder is not None:
+            body = await read_body(receive, self._max_body)
+            if body.strip():
+                params["data"] = decode_body(route.decoder, body)
+            elif route.body_required:
+                raise BadRequest("missing request body")
+        reply = await route.handler(call=call, **params)
+        return _NO_CONTENT if reply is None else reply
+
+    def _resolve(self, scope: Any) -> tuple[Route, dict[str, Any]]:
+        method = scope["method"]
+        if method == "LIST":  # Vault clients send LIST; it is GET ...?list=true
+            method = "GET"
+        elif method == "PUT":  # Vault treats PUT as POST
+            method = "POST"
+        try:
+            _, handler, _, params, _ = self._router.handle_routing(
+                path=normalize_path(scope["path"]), method=method
+            )
+        except NotFoundException:
+            raise RouteNotFound() from None
+        except MethodNotAllowedException:
+            raise MethodNotAllowed() from None
+        route = self._routes.get(handler, _UNSEEN)
+        if route is _UNSEEN:
+            route = self._routes[handler] = _route_of(handler)
+        if route is None:
+            raise RouteNotFound()
+        return route, dict(params)
+
+    def _failure(self, call: Call, exc: Exception) -> Reply:
+        call.error = exc
+        found: Problem = problem(exc)
+        if found.unexpected:
+            log.error(
+                "unexpected %s (request %s)",
+                type(exc).__name__,
+                call.request_id,
+                exc_info=exc,
+            )
+            metrics.UNEXPECTED.inc()
+        elif found.status >= 500:
+            log.warning("request %s failed: %s", call.request_id, type(exc).__name__)
+        reason = found.reason
+        if found.unexpected:  # the one id to quote when asking what went wrong
+            reason = f"{reason} (request {call.request_id})"
+        return Reply(error_body(reason), found.status, found.headers)
+
+    async def _send(self, call: Call, reply: Reply, send: Send, *, head: bool) -> None:
+        if reply.status not in STATUSES:
+            log.error("refused to send status %s (request %s)", reply.status, call.request_id)
+            reply = Reply(error_body(f"internal error (request {call.request_id})"), 500)
+        call.status = reply.status
+        body = reply.body
+        headers = [(b"x-request-id", call.request_id.encode())]
+        if reply.status != 204:
+            headers.append((b"content-type", reply.content_type))
+            headers.append((b"content-length", str(len(body)).encode()))
+        headers.extend(reply.headers)
+        try:
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": _EMPTY_BODY if head or reply.status == 204 else body,
+                    "more_body": False,
+                }
+            )
+        except OSError:  # the client went away: nothing to answer
+            return
+
+
+_UNSEEN: Any = object()
+_NO_CONTENT = Reply(b"", 204)
+
+
+def unauthorized(message: str) -> Unauthorized:
+    return Unauthorized(message)
+
+
+def document(routes: Litestar) -> Reply:
+    return raw(routes.openapi_schema.to_schema())

@@ -1,0 +1,158 @@
+"""The adapter's small interface: value types, the operations a job may call, the runner.
+
+A caller composes a *job* — a plain function over :class:`HsmOps` — and hands it to
+:meth:`JobRunner.run`. The whole job runs under the one PKCS#11 lock (on the HSM's own
+thread, or inline when that is cheaper), so one request costs one hand-over however many
+HSM calls it makes, and no two threads ever call the module at once (SoftHSM2 crashes when
+they do; see docs/design.md). Exceptions a job raises itself pass through unchanged; those
+of the token arrive as :mod:`hsm.errors`.
+
+Keys are named by their ``CKA_ID`` (bytes); the caller stores that id with each key version.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class KeySpec(enum.Enum):
+    """What one HSM object (or key pair) is. Every one is sensitive and never extractable."""
+
+    AES256 = "aes256"
+    HMAC256 = "hmac256"  # a 256-bit generic secret (HMAC-SHA-256)
+    HMAC512 = "hmac512"  # a 512-bit generic secret (HMAC-SHA-256/384/512)
+    EC_P256 = "ec-p256"
+    ED25519 = "ed25519"
+    RSA3072 = "rsa3072"
+
+    @property
+    def asymmetric(self) -> bool:
+        return self in (KeySpec.EC_P256, KeySpec.ED25519, KeySpec.RSA3072)
+
+
+class MacAlgorithm(enum.Enum):
+    SHA1 = "sha1"
+    SHA224 = "sha224"
+    SHA256 = "sha256"
+    SHA384 = "sha384"
+    SHA512 = "sha512"
+
+
+class SignScheme(enum.Enum):
+    """How the HSM signs. Hashing happens on the host (SoftHSM 2.6 lacks CKM_ECDSA_SHA*)."""
+
+    ECDSA = "ecdsa"  # input: digest; output: r || s (raw, 64 bytes for P-256)
+    EDDSA = "eddsa"  # input: the message itself (Ed25519 is not prehashed)
+    RSA_PSS = "rsa-pss"  # input: digest
+    RSA_PKCS1V15 = "rsa-pkcs1v15"  # input: DER DigestInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object on the token, as an independent inventory sees it."""
+
+    key_id: bytes
+    label: str
+    object_class: str
+    key_type: str
+    sensitive: bool
+    extractable: bool
+    token: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedSeed:
+    """A new OTP seed: always wrapped for storage; in plaintext once (for provisioning) or
+    wrapped to the device's public key, never both."""
+
+    wrapped: bytes
+    plaintext: bytes | None = None
+    device_wrapped: bytes | None = None
+    device_wrapping: str | None = None  # the JOSE name of the RSA-OAEP variant used
+
+
+class HsmOps(Protocol):
+    """Synchronous HSM operations; only ever called on the HSM thread, inside a job."""
+
+    def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
+        """Create a persistent key (pair) with ``CKA_ID=key_id``: sensitive, not extractable."""
+
+    def destroy(self, key_id: bytes) -> int:
+        """Destroy every object with this id; return how many there were."""
+
+    def objects(self) -> list[ObjectInfo]: ...
+
+    def random(self, length: int) -> bytes: ...
+
+    def encrypt_gcm(
+        self, key_id: bytes, iv: bytes, plaintext: bytes, aad: bytes
+    ) -> tuple[bytes, bytes]:
+        """AES-256-GCM with a 128-bit tag appended to the ciphertext. Returns the IV the
+        token really used with the ciphertext: some modules (AWS CloudHSM, FIPS-mode
+        modules) ignore the one offered and write their own into the mechanism parameters."""
+
+    def decrypt_gcm(self, key_id: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """Raises ``AuthenticationFailed`` when the tag does not verify, ``HsmUnavailable`` on
+        a device fault (the two are told apart even where the token reports both alike)."""
+
+    def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes: ...
+
+    def sign(self, key_id: bytes, scheme: SignScheme, data: bytes, hash_name: str) -> bytes:
+        """``hash_name`` (sha256/sha384/sha512) selects the PSS hash and MGF; ignored otherwise."""
+
+    def public_key_der(self, key_id: bytes) -> bytes:
+        """The public half as DER SubjectPublicKeyInfo."""
+
+    def rsa_oaep_decrypt(self, key_id: bytes, ciphertext: bytes, hash_name: str) -> bytes: ...
+
+    def ecdh(self, key_id: bytes, peer_point: bytes) -> bytes:
+        """ECDH on P-256 with the private key ``key_id``; returns the shared secret Z."""
+
+    def seed_generate(
+        self, wrap_key_id: bytes, length: int, device_public_key_der: bytes | None
+    ) -> GeneratedSeed:
+        """Generate an OTP seed inside the HSM and wrap it (AES key wrap with padding).
+
+        Without a device key the seed leaves once in plaintext for provisioning; with one,
+        it is wrapped to the device (RSA-OAEP) and its plaintext never leaves the HSM."""
+
+    def seed_import(self, wrap_key_id: bytes, seed: bytes) -> bytes:
+        """Take a vendor seed once, return only its wrapped form."""
+
+    def seed_rewrap(self, old_wrap_key_id: bytes, new_wrap_key_id: bytes, wrapped: bytes) -> bytes:
+        """Re-wrap a seed under another key version without it leaving the HSM."""
+
+    def seed_macs(
+        self,
+        wrap_key_id: bytes,
+        wrapped: bytes,
+        algorithm: MacAlgorithm,
+        messages: Sequence[bytes],
+        until: Callable[[bytes], bool] | None = None,
+    ) -> list[bytes]:
+        """Unwrap the seed into a sensitive, non-extractable session object, MAC each
+        message with it (stopping after the first MAC ``until`` accepts), and destroy it
+        (also when anything fails)."""
+
+
+class JobRunner(Protocol):
+    """Runs jobs under the PKCS#11 lock (``hsm.HsmThread``; a fake in unit tests)."""
+
+    async def run(
+        self, job: Callable[[HsmOps], T], *, calls: int = 1, timeout: float | None = None
+    ) -> T:
+        """Run ``job`` without blocking the event loop on a slow HSM. ``calls`` is about how
+        many HSM calls the job makes: a job of many (a batch) always runs on the HSM thread.
+        A job not done within ``timeout`` seconds fails with ``HsmUnavailable``."""
+        ...
+
+    def run_sync(self, job: Callable[[HsmOps], T]) -> T: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self) -> None: ...

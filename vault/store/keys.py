@@ -1,0 +1,154 @@
+"""Keys and their versions in the database (the registry's rows; the objects are in the HSM)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from vault.errors import NotFound
+from vault.keys import Key, KeyVersion
+from vault.keytypes import KeyType, key_type
+from vault.store import Database
+from vault.store.tables import key_versions, keys
+
+T = TypeVar("T")
+
+
+class KeyStore:
+    """Synchronous statements over ``keys`` and ``key_versions``; the caller chooses the
+    thread (``Database.run``) and gets ``StoreUnavailable`` for any database failure."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def load(self, name: str) -> Key:
+        def query() -> Key:
+            with self.db.engine.connect() as conn:
+                row = conn.execute(select(keys).where(keys.c.name == name)).mappings().first()
+                if row is None:
+                    raise NotFound(f"key {name!r} not found")
+                versions = conn.execute(
+                    select(key_versions).where(key_versions.c.key_name == name)
+                ).mappings()
+                return Key(
+                    name=row["name"],
+                    type=key_type(row["type"]),
+                    latest_version=row["latest_version"],
+                    min_decryption_version=row["min_decryption_version"],
+                    min_encryption_version=row["min_encryption_version"],
+                    deletion_allowed=bool(row["deletion_allowed"]),
+                    auto_rotate_period=row["auto_rotate_period"],
+                    created_at=row["created_at"],
+                    updated_at=row["updated_at"],
+                    versions={
+                        v["version"]: KeyVersion(
+                            v["version"], bytes(v["hsm_id"]), v["created_at"]
+                        )
+                        for v in versions
+                    },
+                )
+
+        return self.db.run_sync(query)
+
+    def names(self) -> list[str]:
+        def query() -> list[str]:
+            with self.db.engine.connect() as conn:
+                return [r[0] for r in conn.execute(select(keys.c.name).order_by(keys.c.name))]
+
+        return self.db.run_sync(query)
+
+    def insert(self, name: str, kind: KeyType, auto_rotate_period: int, first: KeyVersion) -> bool:
+        """Add a key with its first version; ``False`` if the name is taken (another replica
+        created it first)."""
+        now = time.time()
+
+        def write() -> None:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    insert(keys).values(
+                        name=name,
+                        type=kind.name,
+                        latest_version=first.version,
+                        min_decryption_version=1,
+                        min_encryption_version=0,
+                        deletion_allowed=False,
+                        auto_rotate_period=auto_rotate_period,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                conn.execute(
+                    insert(key_versions).values(
+                        key_name=name,
+                        version=first.version,
+                        hsm_id=first.hsm_id,
+                        created_at=first.created_at,
+                    )
+                )
+
+        try:
+            self.db.run_sync(lambda: _integrity(write))
+        except _Taken:
+            return False
+        return True
+
+    def add_version(self, name: str, after: int, version: KeyVersion) -> bool:
+        """Make ``version`` the latest if the latest is still ``after``; ``False`` if another
+        rotation won the race (then nothing was written)."""
+
+        def write() -> bool:
+            with self.db.engine.begin() as conn:
+                moved = conn.execute(
+                    update(keys)
+                    .where(keys.c.name == name, keys.c.latest_version == after)
+                    .values(latest_version=version.version, updated_at=time.time())
+                ).rowcount
+                if moved != 1:
+                    return False
+                conn.execute(
+                    insert(key_versions).values(
+                        key_name=name,
+                        version=version.version,
+                        hsm_id=version.hsm_id,
+                        created_at=version.created_at,
+                    )
+                )
+                return True
+
+        try:
+            return self.db.run_sync(lambda: _integrity(write))
+        except _Taken:
+            return False
+
+    def update(self, name: str, changes: dict[str, Any]) -> None:
+        def write() -> None:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    update(keys).where(keys.c.name == name).values(**changes, updated_at=time.time())
+                )
+
+        self.db.run_sync(write)
+
+    def delete(self, name: str) -> None:
+        def write() -> None:
+            with self.db.engine.begin() as conn:
+                conn.execute(delete(key_versions).where(key_versions.c.key_name == name))
+                conn.execute(delete(keys).where(keys.c.name == name))
+
+        self.db.run_sync(write)
+
+
+class _Taken(Exception):
+    pass
+
+
+def _integrity(fn: Callable[[], T]) -> T:
+    """A unique-key violation means someone else got there first: not a database fault."""
+    try:
+        return fn()
+    except IntegrityError:
+        raise _Taken() from None
