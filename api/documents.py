@@ -23,7 +23,7 @@ from api.schemas import Error, envelope
 
 _REF = "#/components/schemas/{name}"
 _ERROR_REF = {"$ref": _REF.format(name="Error")}
-_DESCRIPTIONS = {
+_DESCRIPTIONS: dict[int, str] = {
     400: "Malformed request, bad value, or a ciphertext that does not authenticate",
     401: "Missing, invalid, expired or revoked token",
     403: "The token's service may not do this operation on this key",
@@ -59,9 +59,7 @@ def _envelope(data: Any) -> type[msgspec.Struct]:
     return envelope(f"{data.__name__}Reply", data)
 
 
-def answers(
-    *shapes: type[msgspec.Struct], batch_statuses: bool = False
-) -> dict[int, ResponseSpec]:
+def answers(*shapes: type[msgspec.Struct], batch_statuses: bool = False) -> dict[int, ResponseSpec]:
     """The success answer of a route: Vault's envelope around ``shapes``."""
     data = _data(*shapes)
     spec = ResponseSpec(_envelope(data), description="Success", generate_examples=False)
@@ -141,27 +139,26 @@ def _operation(operation: dict[str, Any], spec: RouteSpec, *, has_body: bool) ->
     # Litestar adds a default 201 to POST routes and its own 400 shape: the gate sends
     # neither. What a route declared itself (answers(...)) stays.
     responses = {
-        status: answer
-        for status, answer in declared.items()
-        if status != "201" and (status.startswith("2") or status in spec.own_statuses)
+        code: answer
+        for code, answer in declared.items()
+        if code != "201" and (code.startswith("2") or code in spec.own_statuses)
     }
     if "207" in responses:
         batch = responses.pop("207")
         responses["2XX"] = batch
-        for status in ("4XX", "5XX"):
-            responses[status] = batch | {"description": "A batch answer with failed items"}
+        for code in ("4XX", "5XX"):
+            responses[code] = batch | {"description": "A batch answer with failed items"}
     statuses = _PUBLIC_ERRORS if spec.public else _ERRORS + ((413,) if has_body else ())
     for status in sorted(statuses):
         if str(status) in responses:
             continue
-        responses[str(status)] = {
+        answer: dict[str, Any] = {
             "description": _DESCRIPTIONS[status],
             "content": {"application/json": {"schema": _ERROR_REF}},
         }
         if status == 429:
-            responses["429"]["headers"] = {
-                "Retry-After": {"schema": {"type": "integer", "minimum": 1}}
-            }
+            answer["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
+        responses[str(status)] = answer
     operation["responses"] = responses
     operation["security"] = [] if spec.public else [{"VaultToken": []}, {"Bearer": []}]
     return operation

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from litestar import Litestar
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.handlers.http_handlers import HTTPRouteHandler
-from litestar.types import Receive, Scope, Send
 from litestar.utils import normalize_path
 
 from api import call as calls
@@ -46,13 +45,30 @@ from api.responses import Reply, error_body, raw
 from vault.errors import BadRequest, Forbidden, Unauthorized
 from vault.runtime import Vault
 
+# ASGI, as plainly as the gate uses it.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
 log = logging.getLogger("vault.api")
 request_log = logging.getLogger("vault.request")
 
 OPENAPI_JSON = "/v1/sys/openapi/openapi.json"
 _EMPTY_BODY: bytes = b""
 
-Admission = Callable[[Call], Awaitable[None]]
+
+class Stage(Protocol):
+    """A cross-cutting stage the gate runs for every request (quota, audit)."""
+
+    async def admit(self, call: Call, body: Any) -> None:
+        """After authorization and the body's decoding, before the handler (and so before
+        any HSM work): raise to refuse the request."""
+
+    async def record(self, call: Call) -> None:
+        """Once the outcome is known (``call.status``, ``call.error``), before the answer
+        leaves, for every request, refused ones included: raise and the request fails
+        (fail closed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +96,7 @@ def token_of(scope: Scope) -> str | None:
     bearer = None
     for name, value in scope["headers"]:
         if name == b"x-vault-token" and value:
-            return value.decode("latin-1")
+            return str(value.decode("latin-1"))
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             bearer = value[7:].strip().decode("latin-1")
     return bearer
@@ -127,13 +143,13 @@ class Gate:
         open_vault: Callable[[], Vault],
         *,
         max_body: int,
-        admission: tuple[Admission, ...] = (),
+        stages: tuple[Stage, ...] = (),
     ) -> None:
         self._router = routes.asgi_router
         self._open_vault = open_vault
         self._max_body = max_body
-        self._admission = admission
-        self._routes: dict[HTTPRouteHandler, Route | None] = {}
+        self._stages = stages
+        self._routes: dict[Any, Route | None] = {}
         self.vault: Vault | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,7 +159,7 @@ class Gate:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets: none here
-            await send({"type": "websocket.close", "code": 1003})  # type: ignore[typeddict-item]
+            await send({"type": "websocket.close", "code": 1003})
 
     # -- lifespan: build the vault (no I/O beyond the policy files), close it at the end --
 
@@ -183,9 +199,16 @@ class Gate:
         )
         token = calls.current.set(call)
         try:
-            reply = await self._serve(call, raw_scope, receive)
-        except Exception as exc:
-            reply = self._failure(call, exc)
+            try:
+                reply = await self._serve(call, raw_scope, receive)
+            except Exception as exc:
+                reply = self._failure(call, exc)
+            reply = self._checked(call, reply)
+            try:
+                for stage in self._stages:
+                    await stage.record(call)
+            except Exception as exc:  # the request's record could not be kept: fail closed
+                reply = self._checked(call, self._failure(call, exc))
         finally:
             calls.current.reset(token)
         await self._send(call, reply, send, head=method == "HEAD")
@@ -223,14 +246,14 @@ class Gate:
                 call.operation is None or not principal.service.allows(call.operation, call.key)
             ):
                 raise Forbidden()
-        for admit in self._admission:
-            await admit(call)
         if route.decoder is not None:
             body = await read_body(receive, self._max_body)
             if body.strip():
                 params["data"] = decode_body(route.decoder, body)
             elif route.body_required:
                 raise BadRequest("missing request body")
+        for stage in self._stages:
+            await stage.admit(call, params.get("data"))
         reply = await route.handler(call=call, **params)
         return _NO_CONTENT if reply is None else reply
 
@@ -250,7 +273,9 @@ class Gate:
             raise MethodNotAllowed() from None
         route = self._routes.get(handler, _UNSEEN)
         if route is _UNSEEN:
-            route = self._routes[handler] = _route_of(handler)
+            route = self._routes[handler] = (
+                _route_of(handler) if isinstance(handler, HTTPRouteHandler) else None
+            )
         if route is None:
             raise RouteNotFound()
         return route, dict(params)
@@ -273,11 +298,17 @@ class Gate:
             reason = f"{reason} (request {call.request_id})"
         return Reply(error_body(reason), found.status, found.headers)
 
-    async def _send(self, call: Call, reply: Reply, send: Send, *, head: bool) -> None:
+    @staticmethod
+    def _checked(call: Call, reply: Reply) -> Reply:
+        """Only a status from the known set ever reaches the server (whose worker would die
+        on an invalid one)."""
         if reply.status not in STATUSES:
             log.error("refused to send status %s (request %s)", reply.status, call.request_id)
             reply = Reply(error_body(f"internal error (request {call.request_id})"), 500)
         call.status = reply.status
+        return reply
+
+    async def _send(self, call: Call, reply: Reply, send: Send, *, head: bool) -> None:
         body = reply.body
         headers = [(b"x-request-id", call.request_id.encode())]
         if reply.status != 204:

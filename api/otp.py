@@ -10,7 +10,7 @@ from litestar import Controller, post
 from litestar.params import FromPath, JSONBody
 from msgspec import Meta, Struct
 
-from api.call import Call, CallParam, route
+from api.call import CallParam, route
 from api.documents import answers
 from api.responses import Reply, ok
 from vault.errors import BadRequest
@@ -130,7 +130,9 @@ class OtpController(Controller):
     path = "/v1/otp"
 
     @post("/seeds/{name:str}", opt=route("otp:create"), responses=answers(SeedCreated))
-    async def create_seed(self, call: CallParam, name: FromPath[str], data: JSONBody[SeedBody]) -> Reply:
+    async def create_seed(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[SeedBody]
+    ) -> Reply:
         if data.seed_hex is not None or data.seed_base32 is not None:
             raise BadRequest("a new seed is generated in the HSM; use .../import to bring one")
         blob, provisioning = await call.vault.otp.create(
@@ -144,14 +146,18 @@ class OtpController(Controller):
         return ok({"encrypted_seed": blob, "provisioning": provisioning}, secret=True)
 
     @post("/seeds/{name:str}/import", opt=route("otp:import"), responses=answers(SeedCreated))
-    async def import_seed(self, call: CallParam, name: FromPath[str], data: JSONBody[SeedBody]) -> Reply:
+    async def import_seed(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[SeedBody]
+    ) -> Reply:
         blob = await call.vault.otp.import_seed(name, _identity(data), _params(data), _seed(data))
         return ok({"encrypted_seed": blob})
 
     @post(
         "/seeds/{name:str}/import-pskc", opt=route("otp:import"), responses=answers(ImportedTokens)
     )
-    async def import_pskc(self, call: CallParam, name: FromPath[str], data: JSONBody[PskcBody]) -> Reply:
+    async def import_pskc(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[PskcBody]
+    ) -> Reply:
         try:
             psk = bytes.fromhex(data.preshared_key_hex) if data.preshared_key_hex else None
         except ValueError:
@@ -181,7 +187,9 @@ class OtpController(Controller):
         return ok({"tokens": results})
 
     @post("/verify/{name:str}", opt=route("otp:verify"), responses=answers(Verified))
-    async def verify(self, call: CallParam, name: FromPath[str], data: JSONBody[VerifyBody]) -> Reply:
+    async def verify(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[VerifyBody]
+    ) -> Reply:
         try:
             session = bytes.fromhex(data.session_info_hex) if data.session_info_hex else None
         except ValueError:

@@ -86,7 +86,9 @@ class PayoutController(Controller):
     path = "/v1/payout"
 
     @post("/seal/{partner:str}", opt=route("seal", key=None), responses=answers(Sealed))
-    async def seal(self, call: CallParam, partner: FromPath[str], data: JSONBody[SealBody]) -> Reply:
+    async def seal(
+        self, call: CallParam, partner: FromPath[str], data: JSONBody[SealBody]
+    ) -> Reply:
         _authorized(call, partner, "seal")
         raw: bytes | None = None
         if data.payload_b64 is not None:
@@ -112,7 +114,9 @@ class PayoutController(Controller):
         )
 
     @post("/open/{partner:str}", opt=route("open", key=None), responses=answers(Opened))
-    async def open(self, call: CallParam, partner: FromPath[str], data: JSONBody[OpenBody]) -> Reply:
+    async def open(
+        self, call: CallParam, partner: FromPath[str], data: JSONBody[OpenBody]
+    ) -> Reply:
         _authorized(call, partner, "open")
         opened = await call.vault.partners.open(partner, data.jwe)
         result: dict[str, Any] = {"message_id": opened.message_id, "issued_at": opened.issued_at}

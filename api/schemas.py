@@ -36,8 +36,7 @@ class ConfigKey(Struct, kw_only=True):
     allow_plaintext_backup: bool | None = None
 
 
-class BatchItem(Struct, kw_only=True):
-    plaintext: B64 | None = None
+class _Item(Struct, kw_only=True):
     ciphertext: B64 | None = None
     associated_data: B64 | None = None
     context: B64 | None = None
@@ -46,12 +45,16 @@ class BatchItem(Struct, kw_only=True):
     key_version: Version | None = None
 
 
-class EncryptBody(BatchItem, kw_only=True):
+class BatchItem(_Item, kw_only=True):
+    plaintext: B64 | None = None
+
+
+class EncryptBody(_Item, kw_only=True):
     """A single item's fields at the top level, or ``batch_input``. As in Vault, a single
     encrypt with ``"plaintext": null`` is the empty message, and one without ``plaintext``
     at all is an error."""
 
-    plaintext: B64 | None | msgspec.UnsetType = msgspec.UNSET
+    plaintext: B64 | msgspec.UnsetType | None = msgspec.UNSET
     type: Annotated[str, Meta(max_length=64)] | None = None
     batch_input: list[BatchItem] | None = None
     partial_failure_response_code: StatusCode | None = None

@@ -317,7 +317,9 @@ class SigningController(Controller):
     # -- record digests --------------------------------------------------------------------
 
     @post("/digest/{name:str}", opt=route("digest"), responses=answers(Digest, BatchResults))
-    async def digest(self, call: CallParam, name: FromPath[str], data: JSONBody[DigestBody]) -> Reply:
+    async def digest(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[DigestBody]
+    ) -> Reply:
         batch = _batch(data.batch_input, call)
         digests = call.vault.digests
         if batch is None:
@@ -338,7 +340,9 @@ class SigningController(Controller):
         )
 
     @post("/digest/{name:str}/verify", opt=route("digest"), responses=answers(Valid, BatchResults))
-    async def verify_digest(self, call: CallParam, name: FromPath[str], data: JSONBody[DigestBody]) -> Reply:
+    async def verify_digest(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[DigestBody]
+    ) -> Reply:
         batch = _batch(data.batch_input, call)
         digests = call.vault.digests
 
@@ -365,7 +369,9 @@ class SigningController(Controller):
     @post(
         "/blind-index/{name:str}", opt=route("digest"), responses=answers(BlindIndex, BatchResults)
     )
-    async def blind_index(self, call: CallParam, name: FromPath[str], data: JSONBody[BlindIndexBody]) -> Reply:
+    async def blind_index(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[BlindIndexBody]
+    ) -> Reply:
         batch = _batch(data.batch_input, call)
         digests = call.vault.digests
 

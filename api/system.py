@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+
 from litestar import Controller, HttpMethod, get, route
 from litestar.openapi.datastructures import ResponseSpec
 from msgspec import Struct
@@ -12,7 +13,7 @@ from msgspec import Struct
 from api import documents, metrics
 from api.call import ANY_SERVICE, HEALTH, PUBLIC, Call, CallParam
 from api.responses import Reply, raw
-from vault import VERSION, VAULT_API_VERSION
+from vault import VAULT_API_VERSION, VERSION
 
 PROBE_TIMEOUT = 2.0
 

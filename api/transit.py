@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody
 
 from api.call import Call, CallParam, route
 from api.documents import answers
+from api.errors import PARTIAL_FAILURE_STATUSES
 from api.responses import Reply, ok
 from api.schemas import (
     BatchItem,
@@ -28,7 +29,6 @@ from api.schemas import (
     RandomBody,
     RandomBytes,
 )
-from api.errors import PARTIAL_FAILURE_STATUSES
 from hsm import HsmOps
 from vault.encoding import b64decode, b64encode
 from vault.envelope import EncryptItem
@@ -41,7 +41,9 @@ from vault.transit import Encrypted as EncryptedItem
 
 _EMPTY = b""
 _ASYMMETRIC_NAMES = {"ecdsa-p256": "P-256", "ed25519": "ed25519", "rsa-3072": "rsa-3072"}
-REVERTING = "invalid HTTP response code override from partial_failure_response_code, reverting to 400"
+REVERTING = (
+    "invalid HTTP response code override from partial_failure_response_code, reverting to 400"
+)
 
 
 def _rfc3339(ts: float) -> str:
@@ -101,7 +103,7 @@ async def key_view(vault: Vault, key: Key) -> dict[str, Any]:
     return view
 
 
-def _decoded(value: str | None | msgspec.UnsetType, field: str) -> bytes:
+def _decoded(value: str | msgspec.UnsetType | None, field: str) -> bytes:
     return b64decode(value, field) if isinstance(value, str) else _EMPTY
 
 
@@ -236,7 +238,9 @@ class TransitController(Controller):
     # -- keys ------------------------------------------------------------------------------
 
     @post("/keys/{name:str}", opt=route("create"), responses=answers(KeyInfo))
-    async def create_key(self, call: CallParam, name: FromPath[str], data: JSONBody[CreateKey | None] = None) -> Reply:
+    async def create_key(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[CreateKey | None] = None
+    ) -> Reply:
         vault = call.vault
         body = data or CreateKey()
         if body.exportable or body.allow_plaintext_backup:
@@ -303,7 +307,9 @@ class TransitController(Controller):
         opt=route("encrypt"),
         responses=answers(Encrypted, BatchResults, batch_statuses=True),
     )
-    async def encrypt(self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None) -> Reply:
+    async def encrypt(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None
+    ) -> Reply:
         if data is None:
             raise BadRequest("missing plaintext to encrypt")
         vault = call.vault
@@ -317,7 +323,9 @@ class TransitController(Controller):
             )
             _used_version(call, one)
             return ok(_encrypted(_single(one[0])))
-        results = await vault.transit.encrypt(name, [_encrypt_item(i) for i in batch], data.key_version)
+        results = await vault.transit.encrypt(
+            name, [_encrypt_item(i) for i in batch], data.key_version
+        )
         _used_version(call, results)
         return _batch_reply(
             batch,
@@ -331,7 +339,9 @@ class TransitController(Controller):
         opt=route("decrypt"),
         responses=answers(Plaintext, BatchResults, batch_statuses=True),
     )
-    async def decrypt(self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None) -> Reply:
+    async def decrypt(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None
+    ) -> Reply:
         if data is None:
             raise BadRequest("missing ciphertext to decrypt")
         vault = call.vault
@@ -349,7 +359,9 @@ class TransitController(Controller):
         )
 
     @post("/rewrap/{name:str}", opt=route("rewrap"), responses=answers(Encrypted, BatchResults))
-    async def rewrap(self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None) -> Reply:
+    async def rewrap(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[EncryptBody | None] = None
+    ) -> Reply:
         if data is None:
             raise BadRequest("missing ciphertext to decrypt")
         vault = call.vault
@@ -368,7 +380,11 @@ class TransitController(Controller):
 
     @post("/datakey/{kind:str}/{name:str}", opt=route("datakey:{kind}"), responses=answers(DataKey))
     async def datakey(
-        self, call: CallParam, kind: FromPath[str], name: FromPath[str], data: JSONBody[DataKeyBody | None] = None
+        self,
+        call: CallParam,
+        kind: FromPath[str],
+        name: FromPath[str],
+        data: JSONBody[DataKeyBody | None] = None,
     ) -> Reply:
         if kind not in ("plaintext", "wrapped"):
             raise BadRequest("Invalid path, must be 'plaintext' or 'wrapped'")

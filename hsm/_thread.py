@@ -92,11 +92,9 @@ class HsmThread:
 
     # -- caller side -----------------------------------------------------------------------
 
-    async def run(
-        self, job: Callable[[HsmOps], T], *, calls: int = 1, timeout: float | None = None
-    ) -> T:
-        """Run ``job``; a queued job not answered within ``timeout`` seconds fails with
-        ``HsmUnavailable`` (and is skipped if it has not started by then)."""
+    async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
+        """Run ``job``. A caller that stops waiting (its time limit passed) cancels the
+        future: a job that has not started by then is skipped."""
         if (
             calls <= INLINE_MAX_CALLS
             and self._inline
@@ -113,12 +111,7 @@ class HsmThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((job, future, loop, calls))
-        if timeout is None:
-            return await future
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise HsmUnavailable("the HSM did not answer in time") from None
+        return await future
 
     def run_sync(self, job: Callable[[HsmOps], T]) -> T:
         """For threads that may block (CLI, database workers): wait for the lock, run here."""

@@ -143,12 +143,10 @@ class HsmOps(Protocol):
 class JobRunner(Protocol):
     """Runs jobs under the PKCS#11 lock (``hsm.HsmThread``; a fake in unit tests)."""
 
-    async def run(
-        self, job: Callable[[HsmOps], T], *, calls: int = 1, timeout: float | None = None
-    ) -> T:
+    async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
         """Run ``job`` without blocking the event loop on a slow HSM. ``calls`` is about how
         many HSM calls the job makes: a job of many (a batch) always runs on the HSM thread.
-        A job not done within ``timeout`` seconds fails with ``HsmUnavailable``."""
+        Cancelling the caller skips a job that has not started yet."""
         ...
 
     def run_sync(self, job: Callable[[HsmOps], T]) -> T: ...

@@ -189,7 +189,9 @@ class Digests:
 
         macs = iter(await self.hsm.run(job, calls=len(todo)) if todo else [])
         return [
-            m if isinstance(m, VaultError) else Mac(versioned(version.version, next(macs)), version.version)
+            m
+            if isinstance(m, VaultError)
+            else Mac(versioned(version.version, next(macs)), version.version)
             for m in messages
         ]
 

@@ -8,6 +8,7 @@ errors; they come back unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -46,7 +47,10 @@ class Hsm:
     async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
         """Run ``job``; ``calls`` is about how many HSM calls it makes (many: never inline)."""
         try:
-            return await self.runner.run(job, calls=calls, timeout=self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await self.runner.run(job, calls=calls)
+        except TimeoutError:
+            raise HsmUnavailable("the HSM did not answer in time") from None
         except hsm_errors.HsmError as exc:
             raise translate(exc) from None
 

@@ -49,7 +49,7 @@ class Key:
         """The version that encrypts, signs or MACs: the latest, or the one asked for if the
         configuration allows it (not below ``min_encryption_version``, and never one that
         could not be decrypted or verified again)."""
-        version = self.latest_version if not requested else requested
+        version = requested if requested else self.latest_version
         found = self.versions.get(version)
         if found is None:
             raise KeyVersionUnavailable(f"key version {version} does not exist")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vault.errors import BadRequest
 from hsm import KeySpec
+from vault.errors import BadRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from hsm import HsmOps, KeySpec
 from vault import jose
 from vault.encoding import b64url

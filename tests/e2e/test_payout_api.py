@@ -202,7 +202,11 @@ def test_sign_batch_follows_vault(conformance: httpx.Client, sig_keys: dict[str,
     assert data(r)["batch_results"] == [
         {"valid": True, "reference": "a"},
         {"valid": False, "reference": "b"},
-        {"valid": False, "error": "invalid signature: expected vault:v<version>:<value>", "reference": "c"},
+        {
+            "valid": False,
+            "error": "invalid signature: expected vault:v<version>:<value>",
+            "reference": "c",
+        },
     ]
     all_bad = conformance.post(f"/v1/transit/sign/{name}", json={"batch_input": [{"input": "!!"}]})
     assert all_bad.status_code == 200  # sign batches are 200 even when every item fails
@@ -219,7 +223,10 @@ def test_verify_errors_follow_vault(conformance: httpx.Client, sig_keys: dict[st
     name = sig_keys["ed25519"]
     signature = sign(conformance, name)
     cases = [
-        ({"input": INPUT, "signature": "garbage"}, "invalid signature: expected vault:v<version>:<value>"),
+        (
+            {"input": INPUT, "signature": "garbage"},
+            "invalid signature: expected vault:v<version>:<value>",
+        ),
         ({"input": INPUT, "signature": "vault:v1:!!!"}, "invalid base64 signature value"),
         ({"input": INPUT, "signature": "vault:v9:AAAA"}, "key version 9 does not exist"),
         ({"input": INPUT}, "neither a 'signature' nor an 'hmac' were given to verify"),

@@ -52,7 +52,10 @@ def test_tampering_of_any_kind_is_one_400(server: Server, key: str) -> None:
         # A version the key does not have is a 400 that says so.
         r = c.post(
             f"/v1/transit/decrypt/{key}",
-            json={"ciphertext": ct.replace("vault:v1:", "vault:v7:"), "associated_data": b64(b"ad")},
+            json={
+                "ciphertext": ct.replace("vault:v1:", "vault:v7:"),
+                "associated_data": b64(b"ad"),
+            },
         )
         assert (r.status_code, r.json()) == (400, {"errors": ["key version 7 does not exist"]})
 

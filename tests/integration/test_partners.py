@@ -23,12 +23,12 @@ from joserfc import jwe, jws
 from joserfc.jwk import ECKey, KeySet, import_key
 from sqlalchemy import insert, select
 
-from vault.store import tables
 from vault.bootstrap import dev_partner_key_path
 from vault.errors import BadRequest, ConfigError, NotFound
 from vault.partners import PartnerMessages
 from vault.policy import Partner, load_policies
 from vault.signing import Signer
+from vault.store import tables
 from vault.store.messages import SeenMessages
 
 pytestmark = [
@@ -287,7 +287,10 @@ def test_headers_outside_the_profile_are_refused(
         ({"alg": "ECDH-ES+A128KW", "enc": "A256GCM", "kid": kid}, "unexpected JWE alg"),
         ({"alg": "ECDH-ES+A256KW", "enc": "A128GCM", "kid": kid}, "unexpected JWE enc"),
         ({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": "other:v1"}, "kid"),
-        ({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": "payout-decryption-ec:v9"}, "key version 9 does not exist"),
+        (
+            {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": "payout-decryption-ec:v9"},
+            "key version 9 does not exist",
+        ),
     ]
     for header, reason in cases:
         token = partner_seals(settings, messages, signer, "globex-pay", jwe_header=header)
@@ -340,10 +343,7 @@ def test_ledger_prunes_expired_rows(runtime) -> None:  # type: ignore[no-untyped
         conn.execute(insert(seen).values(partner="p", message_id="old", expires_at=now - 1))
     run(ledger.remember("p", "new", now + 60, now))
     with runtime.db.engine.connect() as conn:
-        ids = {
-            r[0]
-            for r in conn.execute(select(seen.c.message_id).where(seen.c.partner == "p"))
-        }
+        ids = {r[0] for r in conn.execute(select(seen.c.message_id).where(seen.c.partner == "p"))}
     assert ids == {"new"}
     with pytest.raises(BadRequest, match="message replayed"):
         run(ledger.remember("p", "new", now + 60, now))

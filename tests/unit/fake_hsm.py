@@ -129,9 +129,7 @@ class FakeHsm:
         self._lock = threading.Lock()
         self._closed = False
 
-    async def run(
-        self, job: Callable[[Any], T], *, calls: int = 1, timeout: float | None = None
-    ) -> T:
+    async def run(self, job: Callable[[Any], T], *, calls: int = 1) -> T:
         return self.run_sync(job)
 
     def run_sync(self, job: Callable[[Any], T]) -> T:

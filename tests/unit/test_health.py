@@ -17,7 +17,7 @@ from vault.store import Database
 
 
 class _DownHsm(FakeHsm):
-    async def run(self, job: Any, *, calls: int = 1, timeout: float | None = None) -> Any:
+    async def run(self, job: Any, *, calls: int = 1) -> Any:
         raise HsmUnavailable()
 
 

@@ -45,9 +45,7 @@ class KeyStore:
                     created_at=row["created_at"],
                     updated_at=row["updated_at"],
                     versions={
-                        v["version"]: KeyVersion(
-                            v["version"], bytes(v["hsm_id"]), v["created_at"]
-                        )
+                        v["version"]: KeyVersion(v["version"], bytes(v["hsm_id"]), v["created_at"])
                         for v in versions
                     },
                 )
@@ -128,7 +126,9 @@ class KeyStore:
         def write() -> None:
             with self.db.engine.begin() as conn:
                 conn.execute(
-                    update(keys).where(keys.c.name == name).values(**changes, updated_at=time.time())
+                    update(keys)
+                    .where(keys.c.name == name)
+                    .values(**changes, updated_at=time.time())
                 )
 
         self.db.run_sync(write)
