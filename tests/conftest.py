@@ -128,3 +128,52 @@ def server(settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
     srv = Server(settings)
     yield srv
     srv.stop()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+PG_ADMIN_URL = os.environ.get("VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_admin(statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database of its own (the machine's server, trust auth on
+    loopback; ``.ci/run`` installs and starts it), dropped afterwards."""
+    import uuid
+
+    from vault import store
+
+    name = f"hsmvault_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = store.make_engine(url)
+    try:
+        store.migrate(engine)
+    finally:
+        engine.dispose()
+    try:
+        yield url
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each global property is checked on both backends: a fresh migrated database of each."""
+    if request.param == "sqlite":
+        from vault import store
+
+        url = f"sqlite:///{tmp_path / 'vault.db'}"
+        engine = store.make_engine(url)
+        store.migrate(engine)
+        engine.dispose()
+        yield url
+    else:
+        yield request.getfixturevalue("pg_database")
