@@ -143,8 +143,10 @@ def _operation(operation: dict[str, Any], spec: RouteSpec, *, has_body: bool) ->
         for code, answer in declared.items()
         if code != "201" and (code.startswith("2") or code in spec.own_statuses)
     }
-    if "207" in responses:
-        batch = responses.pop("207")
+    batch = responses.pop("207", None)
+    if batch is not None:
+        # A batch with failed items is answered 400, or the partial_failure_response_code
+        # the caller chose (any registered 2xx, 4xx or 5xx), with the batch results.
         responses["2XX"] = batch
         for code in ("4XX", "5XX"):
             responses[code] = batch | {"description": "A batch answer with failed items"}
@@ -152,9 +154,14 @@ def _operation(operation: dict[str, Any], spec: RouteSpec, *, has_body: bool) ->
     for status in sorted(statuses):
         if str(status) in responses:
             continue
+        schema: dict[str, Any] = _ERROR_REF
+        if batch is not None:
+            # Any of these may also carry the batch results (a failed item: 400; or the
+            # code the caller chose).
+            schema = {"anyOf": [_ERROR_REF, batch["content"]["application/json"]["schema"]]}
         answer: dict[str, Any] = {
             "description": _DESCRIPTIONS[status],
-            "content": {"application/json": {"schema": _ERROR_REF}},
+            "content": {"application/json": {"schema": schema}},
         }
         if status == 429:
             answer["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}

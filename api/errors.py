@@ -10,6 +10,7 @@ with nothing of its text, logged once with the request id by the gate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from vault.errors import (
     BadRequest,
@@ -72,7 +73,13 @@ INTERNAL = "internal error"
 # partial_failure_response_code that slipped through): a wrong status must never reach the
 # HTTP server, whose worker would die on it.
 SUCCESS_STATUSES = frozenset({200, 204})
-PARTIAL_FAILURE_STATUSES = frozenset(range(200, 300)) - {204, 205} | frozenset(range(400, 600))
+# What a caller may ask a partly failed batch to be answered with: a registered success
+# that carries a body, or a registered client or server error (RFC 9110 §15).
+PARTIAL_FAILURE_STATUSES = frozenset(
+    s.value
+    for s in HTTPStatus
+    if (200 <= s.value < 300 and s.value not in (204, 205)) or 400 <= s.value < 600
+)
 STATUSES = frozenset(s for _, s in TABLE) | SUCCESS_STATUSES | PARTIAL_FAILURE_STATUSES
 
 

@@ -103,8 +103,10 @@ def token_of(scope: Scope) -> str | None:
 
 
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    """The request body as the route's struct. Every way JSON can be wrong is a 400."""
+    """The request body as the route's struct. Every way JSON can be wrong is a 400 — also
+    in fields the route ignores: JSON text is UTF-8 (RFC 8259 §8.1)."""
     try:
+        body.decode("utf-8")
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid request body: {exc}") from None
@@ -145,6 +147,7 @@ class Gate:
         max_body: int,
         stages: tuple[Stage, ...] = (),
     ) -> None:
+        self.routes = routes
         self._router = routes.asgi_router
         self._open_vault = open_vault
         self._max_body = max_body

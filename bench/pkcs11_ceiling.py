@@ -1,11 +1,9 @@
 """The raw PKCS#11 ceiling: the HSM operations behind each endpoint, in-process, one thread,
-through the vault's own HSM layer (``Runtime.hsm.run_sync``), with no HTTP, JSON or auth.
+through the vault's own HSM layer (``Vault.hsm.run_sync``), with no HTTP, JSON or auth.
 
-Nonces: AES-GCM under the real ``backup-share`` key must never reuse a (nonce, key) pair.
-The nonces here come from a fixed field allocated by the vault's database exactly like a
-server process gets its own (``vault.runtime.allocate_nonce_prefix``), and a counter; so
-no server, no other bench run and no CLI ever draws from the same sequence. The plaintext
-is moreover a constant, so even a repeated nonce could not leak anything.
+Nonces: AES-GCM under the real ``backup-share`` key must never reuse a (nonce, key) pair;
+the IVs here are random 96-bit values as the envelope's are (docs/envelope.md). The
+plaintext is moreover a constant, so even a repeated IV could not leak anything.
 """
 
 from __future__ import annotations
@@ -16,10 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hsm import HsmOps, MacAlgorithm, SignScheme
 from vault.config import load_settings
-from vault.envelope import DEK_BYTES, NonceSequence
-from vault.hsm import HsmOps, MacAlgorithm, SignScheme
-from vault.runtime import Runtime, allocate_nonce_prefix
+from vault.envelope import DEK_BYTES, NONCE_BYTES
+from vault.runtime import Vault
 
 AES_KEY = "backup-share"
 HMAC_KEY = "payout-digest"
@@ -50,7 +48,7 @@ class Ceiling:
 
 
 def _measure(
-    rt: Runtime, op: Callable[[HsmOps], object], seconds: float, chunk: int = 200
+    rt: Vault, op: Callable[[HsmOps], object], seconds: float, chunk: int = 200
 ) -> tuple[float, int]:
     """Run ``op`` in chunks (one ``run_sync`` job each) for about ``seconds``; ops/s."""
 
@@ -70,17 +68,17 @@ def _measure(
 
 def measure(seconds: float = 1.5) -> list[Ceiling]:
     """Each operation for ``seconds`` on a runtime opened over var/ (as the server opens it)."""
-    rt = Runtime.start(load_settings())
+    rt = Vault.open(load_settings())
     try:
-        aes = rt.registry.get_sync(AES_KEY).for_encryption().object_id()
-        hmac_id = rt.registry.get_sync(HMAC_KEY).for_encryption().object_id()
-        ecdsa = rt.registry.get_sync(ECDSA_KEY).for_encryption().object_id()
-        otp = rt.registry.get_sync(OTP_KEY).for_encryption()
+        aes = rt.registry.get_sync(AES_KEY).version_to_use().object_id()
+        hmac_id = rt.registry.get_sync(HMAC_KEY).version_to_use().object_id()
+        ecdsa = rt.registry.get_sync(ECDSA_KEY).version_to_use().object_id()
+        otp = rt.registry.get_sync(OTP_KEY).version_to_use()
         wrap = otp.object_id("wrap")
-        nonces = NonceSequence(allocate_nonce_prefix(rt.engine))
 
-        sample_nonce = nonces.next()
-        sample = rt.hsm.run_sync(lambda ops: ops.encrypt_gcm(aes, sample_nonce, _DEK, _AAD))
+        sample_nonce, sample = rt.hsm.run_sync(
+            lambda ops: ops.encrypt_gcm(aes, os.urandom(NONCE_BYTES), _DEK, _AAD)
+        )
         wrapped_seed = rt.hsm.run_sync(lambda ops: ops.seed_import(wrap, os.urandom(20)))
 
         def sign(ops: HsmOps) -> bytes:
@@ -91,7 +89,7 @@ def measure(seconds: float = 1.5) -> list[Ceiling]:
             (
                 "encrypt",
                 "AES-256-GCM encrypt of a 32-byte data key (the envelope's wrap)",
-                lambda ops: ops.encrypt_gcm(aes, nonces.next(), _DEK, _AAD),
+                lambda ops: ops.encrypt_gcm(aes, os.urandom(NONCE_BYTES), _DEK, _AAD),
             ),
             (
                 "decrypt",

@@ -74,7 +74,11 @@ def mint(settings, service: str, lifetime: int = 600) -> str:  # type: ignore[no
 class Server:
     """A real ``hsm-vault serve`` process on a free loopback port."""
 
-    def __init__(self, settings, workers: int = 1, env: dict[str, str] | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self, settings, workers: int = 1, env: dict[str, str] | None = None, healthy: bool = True
+    ) -> None:
+        """Start and wait until it is ready (``healthy=False``: only until it answers, for
+        servers started while the HSM or the database is away)."""
         self.settings = settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -94,7 +98,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.read_log()}")
             try:
-                if httpx.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
+                probe = "/v1/sys/health" if healthy else "/v1/sys/live"
+                if httpx.get(f"{self.url}{probe}", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
