@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,6 +58,20 @@ def runtime(settings):  # type: ignore[no-untyped-def]
     vault = Vault.open(settings)
     yield vault
     vault.close()
+
+
+class Unclosed:
+    """The session's vault for an in-process app, left open when the app shuts down (closing
+    the session that logged in would log out the whole test process)."""
+
+    def __init__(self, vault: Any) -> None:
+        self._vault = vault
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vault, name)
+
+    def close(self) -> None:
+        pass
 
 
 def free_port() -> int:
@@ -137,7 +152,9 @@ def server(settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
-PG_ADMIN_URL = os.environ.get("VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _pg_admin(statement: str) -> None:

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 
 B64 = base64.b64encode(b"share").decode()
 BAD_STATUS_CODES = [1000, 99, -6172, 101, 204, 302, 304, 599, 600, 999, 0, 2**31 - 1]
-REVERTING = "invalid HTTP response code override from partial_failure_response_code, reverting to 400"
+REVERTING = (
+    "invalid HTTP response code override from partial_failure_response_code, reverting to 400"
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,9 @@ def test_a_partial_failure_code_out_of_range_reverts_to_400(two_workers: Server)
             json={"batch_input": batch, "partial_failure_response_code": 207},
         )
         assert r.status_code == 207
-        assert c.post("/v1/transit/encrypt/backup-share", json={"plaintext": B64}).status_code == 200
+        assert (
+            c.post("/v1/transit/encrypt/backup-share", json={"plaintext": B64}).status_code == 200
+        )
     assert two_workers.proc.poll() is None
 
 
@@ -161,15 +165,36 @@ BAD_BODIES = {
     # Every numeric field a route declares, out of range (routes ignore fields they lack).
     "number out of range": json.dumps(
         dict.fromkeys(
-            ("key_version", "bits", "bytes", "min_decryption_version", "counter", "window",
-             "digits", "period", "auto_rotate_period", "payload"),
+            (
+                "key_version",
+                "bits",
+                "bytes",
+                "min_decryption_version",
+                "counter",
+                "window",
+                "digits",
+                "period",
+                "auto_rotate_period",
+                "payload",
+            ),
             "__NUMBER__",
         )
-    ).replace('"__NUMBER__"', "1e999").encode(),
+    )
+    .replace('"__NUMBER__"', "1e999")
+    .encode(),
     "huge integer": json.dumps(
         dict.fromkeys(
-            ("key_version", "bits", "bytes", "min_decryption_version", "counter", "window",
-             "digits", "period", "auto_rotate_period"),
+            (
+                "key_version",
+                "bits",
+                "bytes",
+                "min_decryption_version",
+                "counter",
+                "window",
+                "digits",
+                "period",
+                "auto_rotate_period",
+            ),
             10**26,
         )
     ).encode(),
@@ -289,8 +314,14 @@ def _comparable(r: httpx.Response) -> tuple[int, Any]:
         for versioned in ("ciphertext", "signature", "encrypted_seed"):
             if isinstance(data.get(versioned), str):
                 data[versioned] = data[versioned][:9]  # vault:vN: — the rest is random
-        for random_field in ("random_bytes", "plaintext", "jwe", "message_id", "issued_at",
-                             "provisioning"):
+        for random_field in (
+            "random_bytes",
+            "plaintext",
+            "jwe",
+            "message_id",
+            "issued_at",
+            "provisioning",
+        ):
             if random_field in data:
                 data[random_field] = "<varies>"
         return r.status_code, data
@@ -303,9 +334,13 @@ def test_chunked_and_content_length_bodies_get_the_same_answer(
 ) -> None:
     payload = json.dumps({"plaintext": B64, "input": B64, "token_serial": "T-1"}).encode()
     with server.client(service) as c:
-        plain = c.request(method, path, content=payload, headers={"content-type": "application/json"})
+        plain = c.request(
+            method, path, content=payload, headers={"content-type": "application/json"}
+        )
         chunked = c.request(
-            method, path, content=iter([payload[:7], payload[7:]]),
+            method,
+            path,
+            content=iter([payload[:7], payload[7:]]),
             headers={"content-type": "application/json"},
         )
     assert "content-length" not in chunked.request.headers

@@ -18,7 +18,14 @@ from tests.conftest import Server, mint
 
 pytestmark = pytest.mark.e2e
 
-CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance"
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "response_schema_conformance",
+        "content_type_conformance",
+    )
+)
 EXAMPLES = 12
 SEED = 20261127
 SIGN = r"/(sign|verify)/|/jwks$"

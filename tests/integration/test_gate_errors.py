@@ -12,20 +12,9 @@ from litestar.testing import TestClient
 
 from api import metrics
 from api.app import create_app
-from tests.conftest import mint
+from tests.conftest import Unclosed, mint
 
 pytestmark = pytest.mark.hsm
-
-
-class _Unclosed:
-    def __init__(self, vault: Any) -> None:
-        self._vault = vault
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._vault, name)
-
-    def close(self) -> None:
-        pass
 
 
 async def _boom(**_: Any) -> None:
@@ -34,7 +23,7 @@ async def _boom(**_: Any) -> None:
 
 @pytest.fixture
 def exploding(settings, runtime) -> Iterator[TestClient[Any]]:  # type: ignore[no-untyped-def]
-    gate = create_app(settings, lambda _: _Unclosed(runtime))
+    gate = create_app(settings, lambda _: Unclosed(runtime))
     handlers = [
         h
         for route in gate.routes.routes
@@ -48,7 +37,9 @@ def exploding(settings, runtime) -> Iterator[TestClient[Any]]:  # type: ignore[n
 
 
 def test_an_unexpected_error_is_a_json_500_logged_and_counted(
-    exploding: TestClient[Any], settings, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+    exploding: TestClient[Any],
+    settings,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
 ) -> None:
     token = mint(settings, "security-officer")
     before = metrics.UNEXPECTED._value.get()
@@ -59,13 +50,16 @@ def test_an_unexpected_error_is_a_json_500_logged_and_counted(
     assert r.json() == {"errors": [f"internal error (request {request_id})"]}
     assert "internal detail" not in r.text
     logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
-    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
     assert metrics.UNEXPECTED._value.get() == before + 1
     # The next request is served as usual.
     assert exploding.get("/v1/sys/live").status_code == 200
 
 
-def test_every_route_answers_an_unexpected_error_alike(exploding: TestClient[Any], settings) -> None:  # type: ignore[no-untyped-def]
+def test_every_route_answers_an_unexpected_error_alike(
+    exploding: TestClient[Any], settings
+) -> None:  # type: ignore[no-untyped-def]
     from tests.e2e.test_gate import all_routes
 
     cases = all_routes(with_body=True) + all_routes(with_body=False)

@@ -17,7 +17,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from tests.conftest import mint
+from tests.conftest import Unclosed, mint
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 pytestmark = pytest.mark.hsm
@@ -40,24 +40,10 @@ def clock() -> Clock:
     return Clock()
 
 
-class _Unclosed:
-    """The session's vault, left open when the app shuts down (closing the session that
-    logged in would log out the whole test process)."""
-
-    def __init__(self, vault: Any) -> None:
-        self._vault = vault
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._vault, name)
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def client(settings, runtime, clock: Clock) -> Iterator[TestClient[Any]]:  # type: ignore[no-untyped-def]
     # The session's runtime (one HSM login per process), with the vectors' clock.
-    app = create_app(settings, lambda _: _Unclosed(runtime))
+    app = create_app(settings, lambda _: Unclosed(runtime))
     original = runtime.otp.clock
     runtime.otp.clock = clock
     try:
