@@ -36,6 +36,7 @@ TRANSIT_USE = frozenset(
         "hmac",
         "random",
         "digest",
+        "hash",
     }
 )
 OTP_OPERATIONS = frozenset({"otp:create", "otp:import", "otp:verify"})

@@ -43,6 +43,7 @@ TRANSIT = ADMIN | {
     "hmac",
     "random",
     "digest",
+    "hash",
 }
 
 
