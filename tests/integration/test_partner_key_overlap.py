@@ -36,6 +36,7 @@ T = TypeVar("T")
 T0 = 1_900_000_000  # 2030-03-17T17:46:40Z: the clock of these tests
 HOUR = 3600
 PAYOUT = {"payout_id": "po-7", "amount": "12.00"}
+NAME = "overlap-partner"  # its own name in the seen-messages ledger
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -72,7 +73,7 @@ def private_jwk(private: Any) -> Any:
 
 
 def key_entry(role: str, private: Any, **fields: Any) -> str:
-    lines = [f"[[partners.p.{role}_keys]]", f'public_key = """{pem(private)}"""']
+    lines = [f"[[partners.{NAME}.{role}_keys]]", f'public_key = """{pem(private)}"""']
     for name, value in fields.items():
         if isinstance(value, bool):
             lines.append(f"{name} = {str(value).lower()}")
@@ -84,7 +85,7 @@ def key_entry(role: str, private: Any, **fields: Any) -> str:
 
 
 class Partner:
-    """The partner "p", played with joserfc, and our PartnerMessages for it."""
+    """The partner, played with joserfc, and our PartnerMessages for it."""
 
     def __init__(self, runtime, tmp_path: Path, entries: str) -> None:  # type: ignore[no-untyped-def]
         tag = uuid.uuid4().hex[:8]
@@ -92,7 +93,7 @@ class Partner:
         runtime.registry.create_sync(self.signing, "ecdsa-p256")
         runtime.registry.create_sync(self.decryption, "ecdsa-p256")
         (tmp_path / "partners.toml").write_text(
-            f'[partners.p]\nsigning_key = "{self.signing}"\n'
+            f'[partners.{NAME}]\nsigning_key = "{self.signing}"\n'
             f'decryption_key = "{self.decryption}"\n\n{entries}'
         )
         self.runtime = runtime
@@ -107,14 +108,14 @@ class Partner:
         )
 
     def our_jwks(self) -> dict[str, Any]:
-        return run(self.messages.jwks("p"))
+        return run(self.messages.jwks(NAME))
 
     def sends(
         self, signer: Any, alg: str, *, kid: str | None = None, to_kid: str | None = None
     ) -> str:
         """A message from the partner: its JWS (signed by ``signer``) in a JWE to our key."""
         claims = {
-            "iss": "p",
+            "iss": NAME,
             "aud": "hsm-vault",
             "iat": int(self.clock.now),
             "jti": str(uuid.uuid4()),
@@ -130,7 +131,19 @@ class Partner:
         )
 
     def opens(self, token: str) -> Any:
-        return run(self.messages.open("p", token)).payload
+        return run(self.messages.open(NAME, token)).payload
+
+    def reads(self, sealed: str, private: Any, alg: str) -> tuple[dict[str, Any], Any]:
+        """What the partner makes of a message we sealed: it decrypts with its key, then
+        verifies our signature with our JWKS alone (every live version is in it)."""
+        decrypted = jwe.decrypt_compact(sealed, private_jwk(private), algorithms=[alg, "A256GCM"])
+        assert decrypted.plaintext is not None
+        verified = jws.deserialize_compact(
+            decrypted.plaintext,
+            KeySet.import_key_set(self.our_jwks()),  # type: ignore[arg-type]
+            algorithms=["ES256"],
+        )
+        return decrypted.headers(), verified
 
 
 @pytest.fixture
@@ -201,25 +214,19 @@ def test_we_seal_to_the_newest_valid_encryption_key(
         + key_entry("enc", keys["enc-new"], kid="p-enc-2", not_before=T0 + HOUR),
     )
 
-    def partner_reads(sealed: str, private: Any, alg: str) -> dict[str, Any]:
-        decrypted = jwe.decrypt_compact(sealed, private_jwk(private), algorithms=[alg, "A256GCM"])
-        assert decrypted.plaintext is not None
-        verified = jws.deserialize_compact(
-            decrypted.plaintext,
-            KeySet.import_key_set(partner.our_jwks()),  # type: ignore[arg-type]
-            algorithms=["ES256"],
-        )
-        return {**decrypted.headers(), "payload": json.loads(verified.payload)["payload"]}
+    def partner_reads(sealed: str, private: Any, alg: str) -> tuple[str, str, Any]:
+        headers, verified = partner.reads(sealed, private, alg)
+        return headers["alg"], headers["kid"], json.loads(verified.payload)["payload"]
 
     # Before the new key's not_before: the old one (RSA) is the newest valid.
-    sealed = run(partner.messages.seal("p", PAYOUT)).jwe
+    sealed = run(partner.messages.seal(NAME, PAYOUT)).jwe
     read = partner_reads(sealed, keys["enc-old"], "RSA-OAEP-256")
-    assert (read["alg"], read["kid"], read["payload"]) == ("RSA-OAEP-256", "p-enc-1", PAYOUT)
+    assert read == ("RSA-OAEP-256", "p-enc-1", PAYOUT)
     # From not_before on, the new key (EC) seals; the old one cannot read that.
     partner.clock.now = T0 + HOUR
-    sealed = run(partner.messages.seal("p", PAYOUT)).jwe
+    sealed = run(partner.messages.seal(NAME, PAYOUT)).jwe
     read = partner_reads(sealed, keys["enc-new"], "ECDH-ES+A256KW")
-    assert (read["alg"], read["kid"], read["payload"]) == ("ECDH-ES+A256KW", "p-enc-2", PAYOUT)
+    assert read == ("ECDH-ES+A256KW", "p-enc-2", PAYOUT)
     with pytest.raises(JoseError):
         jwe.decrypt_compact(
             sealed,
@@ -239,7 +246,7 @@ def test_no_valid_encryption_key_refuses_to_seal(
         + key_entry("enc", keys["enc-new"], not_before=T0 + HOUR),
     )
     with pytest.raises(BadRequest, match="partner has no encryption key valid now"):
-        run(partner.messages.seal("p", PAYOUT))
+        run(partner.messages.seal(NAME, PAYOUT))
 
 
 def test_our_keys_rotate_as_keys_do(runtime, tmp_path: Path, keys: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
@@ -249,24 +256,15 @@ def test_our_keys_rotate_as_keys_do(runtime, tmp_path: Path, keys: dict[str, Any
     signer = private_jwk(keys["sig-old"])
 
     def signed_kid(sealed: str) -> str:
-        decrypted = jwe.decrypt_compact(
-            sealed, private_jwk(keys["enc-new"]), algorithms=["ECDH-ES+A256KW", "A256GCM"]
-        )
-        assert decrypted.plaintext is not None
-        # The partner verifies with our JWKS alone: every live version is in it.
-        verified = jws.deserialize_compact(
-            decrypted.plaintext,
-            KeySet.import_key_set(partner.our_jwks()),  # type: ignore[arg-type]
-            algorithms=["ES256"],
-        )
+        _, verified = partner.reads(sealed, keys["enc-new"], "ECDH-ES+A256KW")
         kid: str = verified.headers()["kid"]
         return kid
 
-    first = run(partner.messages.seal("p", PAYOUT)).jwe
+    first = run(partner.messages.seal(NAME, PAYOUT)).jwe
     assert signed_kid(first) == f"{partner.signing}:v1"
     runtime.registry.rotate_sync(partner.signing)
     runtime.registry.invalidate(partner.signing)
-    assert signed_kid(run(partner.messages.seal("p", PAYOUT)).jwe) == f"{partner.signing}:v2"
+    assert signed_kid(run(partner.messages.seal(NAME, PAYOUT)).jwe) == f"{partner.signing}:v2"
     assert signed_kid(first) == f"{partner.signing}:v1"  # still verifiable by the partner
 
     # Our decryption key: the partner may encrypt to any live version, named by kid.
