@@ -3,6 +3,9 @@ deletes its keys on the real server."""
 
 from __future__ import annotations
 
+import subprocess
+
+import httpx
 import pytest
 
 from tests.conftest import Server, mint
@@ -37,3 +40,21 @@ def test_a_mount_is_a_prefix_the_test_never_sees(server: Server, settings) -> No
         assert f"{case.client.adapter.mounts['m2']}other" in names
     case.client.sys.disable_secrets_engine(path="m2")
     case.tearDown()
+
+
+def test_the_version_shim_says_what_the_server_says(server: Server) -> None:
+    """hvac's gating reads `vault -version` (bin/vault); it must name the release the
+    server's health reports, and one new enough for trim, export, backup and restore."""
+    from packaging.version import Version
+
+    from tests.e2e.hvac_suite.upstream import utils
+
+    health = httpx.get(f"{server.url}/v1/sys/health", timeout=10).json()
+    shim = subprocess.run(
+        ["vault", "-version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert shim.split()[1] == f"v{health['version']}"
+    assert health["version"].startswith("2.7.2+hsm-vault.")
+    utils.get_vault_version_string.__dict__.pop("cache", None)
+    assert not utils.vault_version_lt("0.11.4")
+    assert Version(utils.get_installed_vault_version()) >= Version("2.7.2")
