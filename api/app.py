@@ -13,6 +13,7 @@ from litestar.openapi.config import OpenAPIConfig
 
 from api import documents
 from api.call import Call
+from api.export import ExportController
 from api.gate import Gate
 from api.otp import OtpController
 from api.payout import PayoutController
@@ -26,6 +27,7 @@ from vault.runtime import Vault
 CONTROLLERS = (
     TransitController,
     SigningController,
+    ExportController,
     OtpController,
     PayoutController,
     SystemController,

@@ -74,6 +74,12 @@ class RandomBody(Struct, kw_only=True):
     source: Annotated[str, Meta(max_length=16)] | None = None
 
 
+class HashBody(Struct, kw_only=True):
+    input: B64 | None = None
+    algorithm: Annotated[str, Meta(max_length=1024)] | None = None
+    format: Annotated[str, Meta(max_length=1024)] | None = None
+
+
 # -- answers ---------------------------------------------------------------------------------
 
 
@@ -136,6 +142,16 @@ class DataKey(Struct, kw_only=True):
 
 class RandomBytes(Struct):
     random_bytes: str
+
+
+class HashSum(Struct):
+    sum: str
+
+
+class ExportedKeys(Struct):
+    keys: dict[str, str]
+    name: str
+    type: str
 
 
 class KeyNames(Struct):

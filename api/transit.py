@@ -23,6 +23,8 @@ from api.schemas import (
     DataKeyBody,
     EncryptBody,
     Encrypted,
+    HashBody,
+    HashSum,
     KeyInfo,
     KeyNames,
     Plaintext,
@@ -33,6 +35,7 @@ from hsm import HsmOps
 from vault.encoding import b64decode, b64encode
 from vault.envelope import EncryptItem
 from vault.errors import BadRequest, NotFound, VaultError
+from vault.hashing import hash_sum
 from vault.keys import Key, validate_name
 from vault.keytypes import key_type
 from vault.runtime import Vault
@@ -424,3 +427,20 @@ class TransitController(Controller):
             count if count is not None else body.bytes if body.bytes is not None else 32
         )
         return ok({"random_bytes": raw.hex() if fmt == "hex" else b64encode(raw)}, secret=True)
+
+    @post(
+        ["/hash", "/hash/{algorithm:path}"],
+        opt=route("hash", key=None),
+        responses=answers(HashSum),
+    )
+    async def hash_data(
+        self,
+        call: CallParam,
+        algorithm: FromPath[str | None] = None,
+        data: JSONBody[HashBody | None] = None,
+    ) -> Reply:
+        """Vault's keyless hash; the algorithm in the path (all of the rest of it, slashes
+        included, as in Vault) wins over the body's."""
+        body = data or HashBody()
+        chosen = algorithm.removeprefix("/") if algorithm else body.algorithm
+        return ok({"sum": hash_sum(body.input, chosen, body.format)})

@@ -1,9 +1,11 @@
 """Keyed digests in the HSM: Transit's HMAC, record digests and blind indexes.
 
-All three are HMACs under an ``hmac`` key (a 256-bit generic secret that never leaves the
-HSM). Record digests and blind indexes MAC a structured encoding that starts with
-:data:`RESERVED_PREFIX`; plain HMAC refuses inputs that start with it, so no value of one
-kind can ever be presented as a value of another (docs/signing-and-partners.md).
+All three are HMACs under a generic secret that never leaves the HSM: an ``hmac`` key's own
+versions, or, as in Vault, the separate HMAC key every version of an aes256-gcm96,
+ecdsa-p256, ed25519 or rsa-3072 key has beside it (``keytypes.HMAC_ROLE``). Record digests
+and blind indexes MAC a structured encoding that starts with :data:`RESERVED_PREFIX`; plain
+HMAC refuses inputs that start with it, so no value of one kind can ever be presented as a
+value of another (docs/signing-and-partners.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from vault.encoding import Versioned, versioned
 from vault.errors import BadRequest, VaultError
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion
+from vault.keytypes import HMAC_ROLE
 from vault.registry import KeyRegistry
 
 # 0xFF never occurs in UTF-8 text, so no textual HMAC input can begin with this.
@@ -30,13 +33,19 @@ STRUCTURED_MAC = MacAlgorithm.SHA256  # record digests and blind indexes: HMAC-S
 
 DEFAULT_HMAC = "sha2-256"
 HMAC_ALGORITHMS = {
+    "sha2-224": MacAlgorithm.SHA224,
     "sha2-256": MacAlgorithm.SHA256,
     "sha2-384": MacAlgorithm.SHA384,
     "sha2-512": MacAlgorithm.SHA512,
 }
-_MAC_BITS = {MacAlgorithm.SHA256: 256, MacAlgorithm.SHA384: 384, MacAlgorithm.SHA512: 512}
+_MAC_BITS = {
+    MacAlgorithm.SHA224: 224,
+    MacAlgorithm.SHA256: 256,
+    MacAlgorithm.SHA384: 384,
+    MacAlgorithm.SHA512: 512,
+}
 # SoftHSM refuses an HMAC key shorter than the hash output (RFC 2104 §3's L) with
-# CKR_KEY_SIZE_RANGE; an `hmac` key version is a 512-bit generic secret.
+# CKR_KEY_SIZE_RANGE; HMAC keys (an `hmac` key's, or another key's own) are 512-bit secrets.
 _KEY_BITS = {KeySpec.HMAC256: 256, KeySpec.HMAC512: 512}
 MAX_FIELDS = 1000
 MAX_NAME_BYTES = 1024
@@ -139,13 +148,26 @@ def hmac_algorithm(key: Key, name: str | None) -> MacAlgorithm:
         algorithm = HMAC_ALGORITHMS[chosen]
     except KeyError:
         raise BadRequest(f"unsupported algorithm {chosen[:32]!r}") from None
-    key_bits = _KEY_BITS.get(key.type.spec, 0)
+    mac = key.type.mac_object
+    key_bits = _KEY_BITS.get(mac[1], 0) if mac is not None else 0
     if _MAC_BITS[algorithm] > key_bits:
         raise BadRequest(
             f"{chosen} HMAC needs a key of at least {_MAC_BITS[algorithm]} bits "
             f"(this key's are {key_bits})"
         )
     return algorithm
+
+
+def mac_object_id(key: Key, version: KeyVersion) -> bytes:
+    """The HSM object that MACs for ``version`` (``key`` supports HMAC: see ``Digests``)."""
+    mac = key.type.mac_object
+    role = mac[0] if mac is not None else ""
+    if role == HMAC_ROLE and not version.has_hmac_key:
+        raise BadRequest(
+            f"key version {version.version} has no HMAC key: it was created before this "
+            "vault kept one per version; rotate the key and use a newer version"
+        )
+    return version.object_id(role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +185,8 @@ class MacCheck:
 
 
 class Digests:
-    """HMACs, record digests and blind indexes under ``hmac`` keys; each call is one HSM job."""
+    """HMACs, record digests and blind indexes under any key with an HMAC object (every
+    Transit type but ``otp-seed``); each call is one HSM job."""
 
     def __init__(self, registry: KeyRegistry, hsm: Hsm) -> None:
         self.registry = registry
@@ -171,18 +194,19 @@ class Digests:
 
     async def _key(self, name: str, newest: int | None = None) -> Key:
         key = await self.registry.get(name, newest=newest)
-        if not key.type.hmac:
+        if key.type.mac_object is None:
             raise BadRequest(f"key type {key.type.name} does not support HMAC")
         return key
 
     async def _macs(
         self,
+        key: Key,
         version: KeyVersion,
         algorithm: MacAlgorithm,
         messages: Sequence[bytes | VaultError],
     ) -> list[Mac | VaultError]:
         todo = [m for m in messages if isinstance(m, bytes)]
-        oid = version.object_id()
+        oid = mac_object_id(key, version)
 
         def job(ops: HsmOps) -> list[bytes]:
             return [ops.mac(oid, algorithm, m) for m in todo]
@@ -225,7 +249,8 @@ class Digests:
             item, parsed = value
             try:
                 version = key.version_to_check(parsed.version)
-                plan.append((version.object_id(), item.message, parsed.decoded(what)))
+                oid = mac_object_id(key, version)
+                plan.append((oid, item.message, parsed.decoded(what)))
             except VaultError as exc:
                 plan.append(exc)
         todo = [(oid, message) for oid, message, _ in (p for p in plan if isinstance(p, tuple))]
@@ -257,7 +282,7 @@ class Digests:
                 checked.append(item if isinstance(item, VaultError) else check_plain_input(item))
             except VaultError as exc:
                 checked.append(exc)
-        return await self._macs(version, mac, checked)
+        return await self._macs(key, version, mac, checked)
 
     async def verify_hmac(
         self, name: str, items: Sequence[MacCheck | VaultError], algorithm: str | None = None
@@ -282,7 +307,7 @@ class Digests:
     ) -> list[Mac | VaultError]:
         key = await self._key(name)
         version = key.version_to_use(key_version)
-        return await self._macs(version, STRUCTURED_MAC, [_encoded(r) for r in records])
+        return await self._macs(key, version, STRUCTURED_MAC, [_encoded(r) for r in records])
 
     async def verify_record_digests(
         self, name: str, items: Sequence[tuple[Sequence[Field], str] | VaultError]
@@ -318,7 +343,7 @@ class Digests:
                 messages.append(encode_blind_index(*item))
             except VaultError as exc:
                 messages.append(exc)
-        return await self._macs(version, STRUCTURED_MAC, messages)
+        return await self._macs(key, version, STRUCTURED_MAC, messages)
 
 
 def _encoded(record: Sequence[Field] | VaultError) -> bytes | VaultError:

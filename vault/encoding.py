@@ -28,6 +28,69 @@ def b64decode(value: str, field: str) -> bytes:
         raise BadRequest(f"{field} is not valid base64") from None
 
 
+_STD_ALPHABET = {
+    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
+_PAD = ord("=")
+_NEWLINES = (ord("\n"), ord("\r"))
+
+
+def go_b64decode(text: str) -> bytes:
+    """Standard base64 exactly as Go's ``base64.StdEncoding.DecodeString`` reads it (Vault's
+    decoder): padding required, CR and LF skipped, trailing bits ignored. Anything else raises
+    ``ValueError`` with Go's message, ``illegal base64 data at input byte <offset>``."""
+    src = text.encode("utf-8")
+    end = len(src)
+    out = bytearray()
+    si = 0
+    while True:
+        quantum: list[int] = []
+        while len(quantum) < 4:
+            if si == end:
+                if not quantum:
+                    return bytes(out)
+                # StdEncoding pads: a short final quantum is corrupt at its start.
+                raise _corrupt(si - len(quantum))
+            c = src[si]
+            si += 1
+            if c in _STD_ALPHABET:
+                quantum.append(_STD_ALPHABET[c])
+            elif c in _NEWLINES:
+                continue
+            elif c != _PAD or len(quantum) < 2:
+                raise _corrupt(si - 1)
+            else:
+                si = _after_padding(src, si, len(quantum))
+                break
+        n = len(quantum)
+        value = sum(v << (18 - 6 * i) for i, v in enumerate(quantum))
+        out += value.to_bytes(3, "big")[: n - 1 if n < 4 else 3]
+        if n < 4:
+            return bytes(out)
+
+
+def _after_padding(src: bytes, si: int, have: int) -> int:
+    """Past the ``=`` (one more is due after two symbols); only newlines may follow."""
+    end = len(src)
+    if have == 2:
+        while si < end and src[si] in _NEWLINES:
+            si += 1
+        if si == end:
+            raise _corrupt(end)
+        if src[si] != _PAD:
+            raise _corrupt(si - 1)
+        si += 1
+    while si < end and src[si] in _NEWLINES:
+        si += 1
+    if si < end:
+        raise _corrupt(si)  # trailing garbage
+    return si
+
+
+def _corrupt(offset: int) -> ValueError:
+    return ValueError(f"illegal base64 data at input byte {offset}")
+
+
 def b64url(data: bytes) -> str:
     """Unpadded base64url (RFC 7515 §2)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -157,15 +158,33 @@ def signing_input(header: dict[str, Any], payload: bytes) -> bytes:
     return f"{b64url(encode_json(header))}.{b64url(payload)}".encode("ascii")
 
 
-def verify_compact_jws(token: str, public: PublicKey, alg: str) -> bytes:
-    """The payload of a compact JWS that ``public`` signed with ``alg``; anything else fails."""
+def jws_header(token: str) -> dict[str, Any]:
+    """The protected header of a compact JWS (not yet verified: only to pick the key)."""
+    header_b64 = split_compact(token, 3, "JWS")[0]
+    return decode_json(decode_segment(header_b64, "JWS header"), "JWS header")
+
+
+def verify_compact_jws(token: str, keys: Sequence[tuple[PublicKey, str]]) -> bytes:
+    """The payload of a compact JWS that one of ``keys`` (each a public key and the alg it
+    signs with) signed, under the alg its header names; anything else fails. Several keys:
+    a partner's keys overlap while it rotates them."""
     header_b64, payload_b64, signature_b64 = split_compact(token, 3, "JWS")
     header = decode_json(decode_segment(header_b64, "JWS header"), "JWS header")
-    check_header(header, "JWS", alg)
+    if not keys:
+        raise JoseError("no signing key of the partner is valid now")
+    named = header.get("alg")
+    usable = [(public, alg) for public, alg in keys if named in _SAME_ALGORITHM.get(alg, (alg,))]
+    check_header(header, "JWS", usable[0][1] if usable else keys[-1][1])
     if "b64" in header:
         raise JoseError("JWS header parameter b64 is not supported")  # RFC 7797
     signature = decode_segment(signature_b64, "JWS signature")
     message = f"{header_b64}.{payload_b64}".encode("ascii")
+    if not any(_signed_by(public, alg, message, signature) for public, alg in usable):
+        raise JoseError("message signature is not valid")
+    return decode_segment(payload_b64, "JWS payload")
+
+
+def _signed_by(public: PublicKey, alg: str, message: bytes, signature: bytes) -> bool:
     try:
         if alg == "ES256" and isinstance(public, ec.EllipticCurvePublicKey):
             public.verify(ecdsa_raw_to_der(signature), message, ec.ECDSA(hashes.SHA256()))
@@ -175,10 +194,10 @@ def verify_compact_jws(token: str, public: PublicKey, alg: str) -> bytes:
             pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PS256_SALT_BYTES)
             public.verify(signature, message, pss, hashes.SHA256())
         else:
-            raise JoseError("message signature is not valid")
+            return False
     except (InvalidSignature, ValueError):
-        raise JoseError("message signature is not valid") from None
-    return decode_segment(payload_b64, "JWS payload")
+        return False
+    return True
 
 
 # -- JWE -----------------------------------------------------------------------------------

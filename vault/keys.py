@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from vault.errors import BadRequest, KeyVersionUnavailable
-from vault.keytypes import KeyType, object_id
+from vault.keytypes import HMAC_ROLE, KeyType, object_id
 
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MIN_ROTATE_PERIOD = 3600  # as Vault: automatic rotation at most once an hour
@@ -27,9 +27,16 @@ class KeyVersion:
     version: int
     hsm_id: bytes
     created_at: float
+    # Whether the version has its own HMAC object (role ``HMAC_ROLE``). Versions made before
+    # the vault kept one have none: Transit's HMAC refuses them until the key is rotated.
+    has_hmac_key: bool = False
 
     def object_id(self, role: str = "") -> bytes:
         return object_id(self.hsm_id, role)
+
+    def roles(self, kind: KeyType) -> list[str]:
+        """The roles of the HSM objects this version really has."""
+        return [r for r, _ in kind.objects if r != HMAC_ROLE or self.has_hmac_key]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,9 @@ from vault import jose
 from vault.encoding import b64url
 from vault.errors import BadRequest, NotFound
 from vault.hsm import Hsm
+from vault.jose import JoseError
 from vault.keys import Key, KeyVersion
-from vault.policy import Partner, Policies
+from vault.policy import Partner, PartnerKey, Policies
 from vault.registry import KeyRegistry
 from vault.signing import (
     RSA_CALL_WEIGHT,
@@ -69,11 +70,28 @@ class OpenedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class _Loaded:
+    """One of the partner's keys, loaded: as declared, the key, and the JOSE alg it takes."""
+
+    declared: PartnerKey
+    public: PublicKey
+    alg: str
+
+    def valid_at(self, now: float) -> bool:
+        return self.declared.valid_at(now)
+
+
+@dataclass(frozen=True, slots=True)
 class _PartnerKeys:
-    signature: PublicKey
-    signature_alg: str
-    encryption: PublicKey
-    encryption_alg: str
+    signature: tuple[_Loaded, ...]  # oldest first, as declared
+    encryption: tuple[_Loaded, ...]
+
+    def recipient(self, now: float) -> _Loaded:
+        """The newest encryption key valid now: what we seal to."""
+        for key in reversed(self.encryption):
+            if key.valid_at(now):
+                return key
+        raise BadRequest("partner has no encryption key valid now")
 
 
 class PartnerMessages:
@@ -104,16 +122,16 @@ class PartnerMessages:
         cached = self._keys.get(partner.name)
         if cached is not None:
             return cached
-        if not partner.signature_key_pem or not partner.encryption_key_pem:
+        if not partner.sig_keys or not partner.enc_keys:
             raise BadRequest("partner has no public keys configured")
-        signature = jose.load_public_pem(partner.signature_key_pem, "partner signing key")
-        encryption = jose.load_public_pem(partner.encryption_key_pem, "partner encryption key")
-        keys = _PartnerKeys(
-            signature,
-            jose.signature_algorithm_for(signature),
-            encryption,
-            jose.key_management_for(encryption),
-        )
+        signature, encryption = [], []
+        for declared in partner.sig_keys:
+            public = jose.load_public_pem(declared.pem, "partner signing key")
+            signature.append(_Loaded(declared, public, jose.signature_algorithm_for(public)))
+        for declared in partner.enc_keys:
+            public = jose.load_public_pem(declared.pem, "partner encryption key")
+            encryption.append(_Loaded(declared, public, jose.key_management_for(public)))
+        keys = _PartnerKeys(tuple(signature), tuple(encryption))
         self._keys[partner.name] = keys
         return keys
 
@@ -123,11 +141,11 @@ class PartnerMessages:
         self, partner_name: str, payload: Any = None, payload_b64: bytes | None = None
     ) -> SealedMessage:
         partner = self.partner(partner_name)
-        keys = self._partner_keys(partner)
+        now = int(self._clock())
+        recipient = self._partner_keys(partner).recipient(now)
         key = await self.registry.get(partner.signing_key)
         require_signing(key)
         version = key.version_to_use()
-        now = int(self._clock())
         message_id = b64url(secrets.token_bytes(MESSAGE_ID_BYTES))
         claims: dict[str, Any] = {
             "iss": partner.audience,
@@ -153,8 +171,10 @@ class PartnerMessages:
         # ES256's JWS signature is the raw r || s the HSM returns (RFC 7518 §3.4).
         jws = f"{to_sign.decode('ascii')}.{b64url(signature)}"
         cek, iv = fresh[: jose.CEK_BYTES], fresh[jose.CEK_BYTES :]
-        extra, encrypted_key = jose.wrap_cek(keys.encryption, keys.encryption_alg, cek)
-        protected = {"alg": keys.encryption_alg, "enc": jose.ENC, "cty": "JWT", **extra}
+        extra, encrypted_key = jose.wrap_cek(recipient.public, recipient.alg, cek)
+        protected = {"alg": recipient.alg, "enc": jose.ENC, "cty": "JWT", **extra}
+        if recipient.declared.kid:  # which of its keys the partner decrypts with
+            protected["kid"] = recipient.declared.kid
         protected_b64 = b64url(jose.encode_json(protected))
         sealed = jose.encrypt_content(cek, iv, protected_b64, jws.encode("ascii"))
         ciphertext, tag = sealed[: -jose.TAG_BYTES], sealed[-jose.TAG_BYTES :]
@@ -245,10 +265,26 @@ class PartnerMessages:
             jws = inner.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("message is not a compact JWS") from None
-        claims = jose.decode_json(
-            jose.verify_compact_jws(jws, keys.signature, keys.signature_alg), "message claims"
-        )
+        claims = jose.decode_json(self._verified(keys, jws), "message claims")
         return await self._accept(partner, claims)
+
+    def _verified(self, keys: _PartnerKeys, jws: str) -> bytes:
+        """The payload of the partner's JWS, signed by one of its signing keys valid now (the
+        one its ``kid`` names, if it names one we know). A signature by a key no longer valid
+        is refused as such, so the partner learns to use its new key."""
+        kid = jose.jws_header(jws).get("kid")
+        pool = [k for k in keys.signature if k.declared.kid and k.declared.kid == kid]
+        pool = pool or list(keys.signature)
+        now = self._clock()
+        try:
+            return jose.verify_compact_jws(
+                jws, [(k.public, k.alg) for k in pool if k.valid_at(now)]
+            )
+        except JoseError:
+            stale = [(k.public, k.alg) for k in pool if not k.valid_at(now)]
+            if stale and _signed_by_any(jws, stale):
+                raise BadRequest("message signed with a retired partner key") from None
+            raise
 
     async def _accept(self, partner: Partner, claims: dict[str, Any]) -> OpenedMessage:
         if claims.get("iss") != partner.partner_id:
@@ -310,3 +346,11 @@ class PartnerMessages:
                     continue
                 out.append(public_jwk(public, kid=f"{key.name}:v{v.version}", alg=alg, use=use))
         return {"keys": out}
+
+
+def _signed_by_any(jws: str, keys: list[tuple[PublicKey, str]]) -> bool:
+    try:
+        jose.verify_compact_jws(jws, keys)
+    except JoseError:
+        return False
+    return True

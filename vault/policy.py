@@ -7,6 +7,7 @@ stops the service at start with the file and the problem.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import functools
 import tomllib
@@ -36,6 +37,7 @@ TRANSIT_USE = frozenset(
         "hmac",
         "random",
         "digest",
+        "hash",
     }
 )
 OTP_OPERATIONS = frozenset({"otp:create", "otp:import", "otp:verify"})
@@ -95,13 +97,34 @@ class DeclaredKey:
 
 
 @dataclass(frozen=True, slots=True)
+class PartnerKey:
+    """One of a partner's public keys, and when it may be used: from ``not_before`` (if set)
+    until ``not_after`` (if set, exclusive), never once ``retired``. Times are seconds since
+    the epoch."""
+
+    pem: bytes
+    kid: str = ""  # the JOSE ``kid`` (RFC 7515 §4.1.4) naming it; "" = none
+    not_before: float | None = None
+    not_after: float | None = None
+    retired: bool = False
+
+    def valid_at(self, now: float) -> bool:
+        return (
+            not self.retired
+            and (self.not_before is None or now >= self.not_before)
+            and (self.not_after is None or now < self.not_after)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Partner:
     name: str
-    public_key_pem: bytes  # one key for both roles, unless sig_/enc_ keys are given
     signing_key: str  # our key that signs what we seal to this partner
     decryption_key: str  # our key the partner encrypts to
-    sig_public_key_pem: bytes = b""  # the partner's key that signs what it sends us
-    enc_public_key_pem: bytes = b""  # the partner's key we encrypt to
+    # The partner's keys, oldest first: every valid signing key verifies what it sends us; the
+    # newest valid encryption key is the one we seal to.
+    sig_keys: tuple[PartnerKey, ...] = ()
+    enc_keys: tuple[PartnerKey, ...] = ()
     key_management: str = ""  # JWE alg the partner must use to us; "" = by our key's type
     max_clock_skew: int = DEFAULT_CLOCK_SKEW  # seconds either side of `iat`
     issuer: str = ""  # the partner's own id (`iss` of what it sends); "" = its name
@@ -111,14 +134,6 @@ class Partner:
     @property
     def partner_id(self) -> str:
         return self.issuer or self.name
-
-    @property
-    def signature_key_pem(self) -> bytes:
-        return self.sig_public_key_pem or self.public_key_pem
-
-    @property
-    def encryption_key_pem(self) -> bytes:
-        return self.enc_public_key_pem or self.public_key_pem
 
 
 @dataclass(slots=True)
@@ -295,6 +310,8 @@ _PARTNER_FIELDS = {
     "sig_public_key_file",
     "enc_public_key",
     "enc_public_key_file",
+    "sig_keys",
+    "enc_keys",
     "signing_key",
     "decryption_key",
     "key_management",
@@ -303,23 +320,79 @@ _PARTNER_FIELDS = {
     "audience",
     "dev",
 }
+_PARTNER_KEY_FIELDS = {"public_key", "public_key_file", "kid", "not_before", "not_after", "retired"}
 
 
 def _partner_pem(
-    name: str, spec: dict[str, Any], var_dir: Path, prefix: str, required: bool
+    where: str, spec: dict[str, Any], var_dir: Path, prefix: str, required: bool
 ) -> bytes:
     """One of the partner's PEM public keys, or b"" when not declared (or not yet made)."""
     if f"{prefix}public_key" not in spec and f"{prefix}public_key_file" not in spec:
         return b""
-    pem = _read_pem(spec, var_dir, f"partner {name!r}", required, prefix) or b""
+    pem = _read_pem(spec, var_dir, where, required, prefix) or b""
     if pem:
         try:
             serialization.load_pem_public_key(pem)
         except ValueError:
-            raise _PolicyFileError(
-                f"partner {name!r}: {prefix}public_key is not a PEM public key"
-            ) from None
+            raise _PolicyFileError(f"{where}: {prefix}public_key is not a PEM public key") from None
     return pem
+
+
+def _instant(where: str, name: str, value: Any) -> float | None:
+    """A TOML offset date-time (``2027-01-31T00:00:00Z``) as seconds since the epoch."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+        raise _PolicyFileError(
+            f"{where}: {name} must be a date-time with a time zone, e.g. 2027-01-31T00:00:00Z"
+        )
+    return value.timestamp()
+
+
+def _partner_key(where: str, spec: Any, var_dir: Path, required: bool) -> PartnerKey | None:
+    if not isinstance(spec, dict):
+        raise _PolicyFileError(f"{where} must be a table")
+    extra = set(spec) - _PARTNER_KEY_FIELDS
+    if extra:
+        raise _PolicyFileError(f"{where}: unknown field(s) {sorted(extra)}")
+    pem = _partner_pem(where, spec, var_dir, "", required)
+    if not pem:
+        if "public_key_file" in spec and not required:
+            return None  # a dev partner's key, not made yet
+        raise _PolicyFileError(f"{where}: needs public_key or public_key_file")
+    kid, retired = spec.get("kid", ""), spec.get("retired", False)
+    if not isinstance(kid, str) or not isinstance(retired, bool):
+        raise _PolicyFileError(f"{where}: kid must be a string and retired true or false")
+    not_before = _instant(where, "not_before", spec.get("not_before"))
+    not_after = _instant(where, "not_after", spec.get("not_after"))
+    if not_before is not None and not_after is not None and not_before >= not_after:
+        raise _PolicyFileError(f"{where}: not_before must be earlier than not_after")
+    return PartnerKey(pem, kid, not_before, not_after, retired)
+
+
+def _partner_keys(
+    name: str, spec: dict[str, Any], var_dir: Path, role: str, required: bool
+) -> tuple[PartnerKey, ...]:
+    """The partner's keys for one role (``sig`` or ``enc``): the ``<role>_keys`` list, or the
+    older single-key forms (``<role>_public_key``, then ``public_key`` for both roles)."""
+    listed = spec.get(f"{role}_keys")
+    single = f"{role}_public_key" in spec or f"{role}_public_key_file" in spec
+    where = f"partner {name!r}"
+    if listed is None:
+        pem = _partner_pem(where, spec, var_dir, f"{role}_" if single else "", required)
+        return (PartnerKey(pem),) if pem else ()
+    if single:
+        raise _PolicyFileError(f"{where}: give {role}_keys or {role}_public_key, not both")
+    if not isinstance(listed, list) or not listed:
+        raise _PolicyFileError(f"{where}: {role}_keys must be a non-empty list of tables")
+    keys = [
+        _partner_key(f"{where} {role}_keys[{i}]", entry, var_dir, required)
+        for i, entry in enumerate(listed)
+    ]
+    kids = [k.kid for k in keys if k is not None and k.kid]
+    if len(kids) != len(set(kids)):
+        raise _PolicyFileError(f"{where}: two {role}_keys have the same kid")
+    return tuple(k for k in keys if k is not None)
 
 
 def _partner(name: str, spec: Any, var_dir: Path, require_keys: bool = False) -> Partner:
@@ -332,10 +405,12 @@ def _partner(name: str, spec: Any, var_dir: Path, require_keys: bool = False) ->
     if not isinstance(dev, bool):
         raise _PolicyFileError(f"partner {name!r}: dev must be true or false")
     required = require_keys and not dev
-    pems = {p: _partner_pem(name, spec, var_dir, p, required) for p in ("", "sig_", "enc_")}
-    if not (dev or pems[""] or (pems["sig_"] and pems["enc_"])) and required:
+    sig_keys = _partner_keys(name, spec, var_dir, "sig", required)
+    enc_keys = _partner_keys(name, spec, var_dir, "enc", required)
+    if not (dev or (sig_keys and enc_keys)) and required:
         raise _PolicyFileError(
-            f"partner {name!r}: needs public_key, or sig_public_key and enc_public_key"
+            f"partner {name!r}: needs public_key, sig_public_key and enc_public_key, "
+            "or sig_keys and enc_keys"
         )
     signing, decryption = spec.get("signing_key"), spec.get("decryption_key")
     if not isinstance(signing, str) or not isinstance(decryption, str):
@@ -355,11 +430,10 @@ def _partner(name: str, spec: Any, var_dir: Path, require_keys: bool = False) ->
         raise _PolicyFileError(f"partner {name!r}: issuer and audience must be strings")
     return Partner(
         name,
-        pems[""],
         signing,
         decryption,
-        sig_public_key_pem=pems["sig_"],
-        enc_public_key_pem=pems["enc_"],
+        sig_keys=sig_keys,
+        enc_keys=enc_keys,
         key_management=key_management,
         max_clock_skew=skew,
         issuer=issuer,

@@ -21,7 +21,7 @@ from hsm import HsmOps
 from vault.errors import BadRequest, NotFound, StoreUnavailable
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion, rotate_period, validate_name
-from vault.keytypes import KeyType, key_type, object_id, object_label
+from vault.keytypes import HMAC_ROLE, KeyType, key_type, object_id, object_label
 from vault.store.keys import KeyStore
 
 T = TypeVar("T")
@@ -163,12 +163,13 @@ class KeyRegistry:
                 raise
 
         self.hsm.run_sync(job)
-        return KeyVersion(number, hsm_id, time.time())
+        has_hmac_key = any(role == HMAC_ROLE for role, _ in kind.objects)
+        return KeyVersion(number, hsm_id, time.time(), has_hmac_key)
 
     def _destroy_objects(self, kind: KeyType, versions: list[KeyVersion]) -> None:
         def job(ops: HsmOps) -> None:
             for v in versions:
-                for role, _ in kind.objects:
+                for role in v.roles(kind):
                     ops.destroy(v.object_id(role))
 
         self.hsm.run_sync(job)

@@ -102,8 +102,8 @@ def test_hmac_errors(digests: Digests) -> None:
         run(digests.hmac(KEY, [b"m"], "sha2-999"))
     with pytest.raises(BadRequest, match="key version 99 does not exist"):
         run(digests.hmac(KEY, [b"m"], None, 99))
-    with pytest.raises(BadRequest, match="does not support HMAC"):
-        run(digests.hmac("backup-share", [b"m"]))
+    with pytest.raises(BadRequest, match="key type otp-seed does not support HMAC"):
+        run(digests.hmac("otp-seeds", [b"m"]))
     (bad,) = run(digests.verify_hmac(KEY, [MacCheck(b"m", "garbage")]))
     assert isinstance(bad, BadRequest)
     assert str(bad) == "invalid HMAC to verify: expected vault:v<version>:<value>"

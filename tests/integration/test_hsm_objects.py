@@ -69,6 +69,8 @@ def test_every_vault_key_is_sensitive_and_never_extractable(runtime, settings) -
     labels = {o.get("label", "") for o in secrets_}
     for kind in ("aes256-gcm96", "hmac", "ecdsa-p256", "ed25519", "rsa-3072"):
         assert f"vault:objects-{kind}:v1" in labels
+    for kind in ("aes256-gcm96", "ecdsa-p256", "ed25519", "rsa-3072"):
+        assert f"vault:objects-{kind}:v1:hmac" in labels  # Transit's HMAC key per version
     assert "vault:objects-otp-seed:v1:wrap" in labels
     assert "vault:objects-otp-seed:v1:bind" in labels
     assert secrets_, "no key objects found"

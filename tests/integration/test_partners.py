@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from vault.bootstrap import dev_partner_key_path
 from vault.errors import BadRequest, ConfigError, NotFound
 from vault.partners import PartnerMessages
-from vault.policy import Partner, load_policies
+from vault.policy import Partner, PartnerKey, load_policies
 from vault.signing import Signer
 from vault.store import tables
 from vault.store.messages import SeenMessages
@@ -148,6 +148,8 @@ def test_partner_opens_what_the_vault_seals(
     )
     assert decrypted.headers()["alg"] == profile["to_partner"]
     assert decrypted.headers()["cty"] == "JWT"
+    # policies/partners.toml: acme-bank's key list names its key; globex-pay's single key none.
+    assert decrypted.headers().get("kid") == {"acme-bank": "acme-bank-enc-1"}.get(partner)
     assert decrypted.plaintext is not None
     verified = jws.deserialize_compact(
         decrypted.plaintext,
@@ -361,8 +363,10 @@ def test_partner_policy_is_backward_compatible(tmp_path: Path) -> None:
         'signing_key = "payout-signing"\ndecryption_key = "payout-decryption-ec"\n'
     )
     partner = load_policies(tmp_path, tmp_path).partners["old"]
-    assert partner == Partner("old", pem.encode(), "payout-signing", "payout-decryption-ec")
-    assert partner.signature_key_pem == partner.encryption_key_pem == pem.encode()
+    one = (PartnerKey(pem.encode()),)  # one key, both roles, valid without limit
+    assert partner == Partner(
+        "old", "payout-signing", "payout-decryption-ec", sig_keys=one, enc_keys=one
+    )
     assert partner.max_clock_skew == 30
     assert partner.partner_id == "old"
     for extra, reason in (

@@ -64,7 +64,14 @@ def test_create_makes_version_one_and_its_hsm_object(registry: KeyRegistry, hsm:
     assert key.min_encryption_version == 0
     assert key.deletion_allowed is False
     assert list(key.versions) == [1]
-    assert hsm.labels() == {key.versions[1].hsm_id: "vault:backup-share:v1"}
+    hsm_id = key.versions[1].hsm_id
+    # The key, and the separate HMAC key Transit's `hmac` uses (as Vault keeps one).
+    assert hsm.labels() == {
+        hsm_id: "vault:backup-share:v1",
+        hsm_id + b"hmac": "vault:backup-share:v1:hmac",
+    }
+    assert hsm.ops.store[hsm_id + b"hmac"].spec is KeySpec.HMAC512
+    assert key.versions[1].has_hmac_key is True
     assert version_rows(registry, "backup-share") == 1
 
 
@@ -193,10 +200,13 @@ def test_rotate_accumulates_versions_each_with_its_own_objects(
 def test_rotate_labels_follow_the_scheme(registry: KeyRegistry, hsm: FakeHsm) -> None:
     registry.create_sync("backup-share", "aes256-gcm96")
     key = registry.rotate_sync("backup-share")
-    assert hsm.labels() == {
-        key.versions[1].hsm_id: "vault:backup-share:v1",
-        key.versions[2].hsm_id: "vault:backup-share:v2",
-    }
+    assert hsm.labels() == expected_objects(key)
+    assert sorted(hsm.labels().values()) == [
+        "vault:backup-share:v1",
+        "vault:backup-share:v1:hmac",
+        "vault:backup-share:v2",
+        "vault:backup-share:v2:hmac",
+    ]
 
 
 def test_rotate_of_an_unknown_key_is_not_found(registry: KeyRegistry, hsm: FakeHsm) -> None:

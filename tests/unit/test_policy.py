@@ -43,6 +43,7 @@ TRANSIT = ADMIN | {
     "hmac",
     "random",
     "digest",
+    "hash",
 }
 
 
@@ -321,3 +322,72 @@ def test_grants_add_up_and_deny_by_default(tmp_path: Path) -> None:
     assert not any(b.allows(op, "one") for op in OPERATIONS)
     assert not any(b.allows(op, None) for op in OPERATIONS)
     assert policies.service("nobody") is None
+
+
+# -- partners: several keys per role, with validity -----------------------------------------
+
+PARTNER_HEAD = '[partners.p]\nsigning_key = "s"\ndecryption_key = "d"\n'
+
+
+def partner_key_toml(role: str, extra: str = "", pem: str | None = None) -> str:
+    return f'[[partners.p.{role}_keys]]\npublic_key = """{pem or ed25519_pem()}"""\n{extra}\n'
+
+
+def test_partner_keys_in_order_with_their_validity(tmp_path: Path) -> None:
+    first, second = ed25519_pem(), ed25519_pem()
+    text = (
+        PARTNER_HEAD
+        + partner_key_toml("sig", 'kid = "a"\nnot_after = 2027-01-31T00:00:00Z', first)
+        + partner_key_toml("sig", 'kid = "b"\nnot_before = 2027-01-01T01:00:00+01:00', second)
+        + partner_key_toml("enc", "retired = true")
+        + partner_key_toml("enc")
+    )
+    partner = load(tmp_path, partners=text).partners["p"]
+    old, new = partner.sig_keys
+    assert (old.pem, old.kid, old.not_before, old.not_after) == (
+        first.encode(),
+        "a",
+        None,
+        1801353600.0,
+    )
+    assert (new.pem, new.kid, new.not_before, new.not_after) == (
+        second.encode(),
+        "b",
+        1798761600.0,
+        None,
+    )
+    assert [old.valid_at(t) for t in (1801353599.0, 1801353600.0)] == [True, False]
+    assert [new.valid_at(t) for t in (1798761599.0, 1798761600.0)] == [False, True]
+    retired, current = partner.enc_keys
+    assert (retired.retired, retired.valid_at(0), current.valid_at(0)) == (True, False, True)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            'sig_public_key = "x"\n' + partner_key_toml("sig") + partner_key_toml("enc"),
+            "give sig_keys or sig_public_key, not both",
+        ),
+        ("sig_keys = []\n" + partner_key_toml("enc"), "sig_keys must be a non-empty list"),
+        (
+            partner_key_toml("sig", 'kid = "k"') + partner_key_toml("sig", 'kid = "k"'),
+            "two sig_keys have the same kid",
+        ),
+        (partner_key_toml("sig", "not_after = 2027-01-31T00:00:00"), "with a time zone"),
+        (partner_key_toml("sig", "not_after = 2027-01-31"), "with a time zone"),
+        (
+            partner_key_toml(
+                "sig", "not_before = 2027-01-31T00:00:00Z\nnot_after = 2027-01-31T00:00:00Z"
+            ),
+            "not_before must be earlier than not_after",
+        ),
+        (partner_key_toml("sig", 'colour = "red"'), r"sig_keys\[0\]: unknown field"),
+        ('[[partners.p.enc_keys]]\nkid = "k"\n', r"enc_keys\[0\]: needs public_key"),
+        (partner_key_toml("sig", 'retired = "yes"'), "retired true or false"),
+        (partner_key_toml("sig"), "or sig_keys and enc_keys"),  # no enc key at all
+    ],
+)
+def test_partner_key_mistakes_name_the_problem(tmp_path: Path, text: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        load(tmp_path, partners=PARTNER_HEAD + text)

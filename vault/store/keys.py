@@ -45,7 +45,9 @@ class KeyStore:
                     created_at=row["created_at"],
                     updated_at=row["updated_at"],
                     versions={
-                        v["version"]: KeyVersion(v["version"], bytes(v["hsm_id"]), v["created_at"])
+                        v["version"]: KeyVersion(
+                            v["version"], bytes(v["hsm_id"]), v["created_at"], bool(v["hmac_key"])
+                        )
                         for v in versions
                     },
                 )
@@ -85,6 +87,7 @@ class KeyStore:
                         version=first.version,
                         hsm_id=first.hsm_id,
                         created_at=first.created_at,
+                        hmac_key=first.has_hmac_key,
                     )
                 )
 
@@ -113,6 +116,7 @@ class KeyStore:
                         version=version.version,
                         hsm_id=version.hsm_id,
                         created_at=version.created_at,
+                        hmac_key=version.has_hmac_key,
                     )
                 )
                 return True

@@ -13,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
 )
 
 metadata = MetaData()
@@ -39,6 +40,8 @@ key_versions = Table(
     # CKA_ID of the version's HSM object(s); a role suffix names each object of a version.
     Column("hsm_id", LargeBinary(32), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
+    # The version has its own HMAC object (role "hmac"); rows from before it existed do not.
+    Column("hmac_key", Boolean, nullable=False, default=False, server_default=false()),
     ForeignKeyConstraint(["key_name"], ["keys.name"], ondelete="CASCADE"),
 )
 
