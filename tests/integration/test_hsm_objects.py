@@ -110,14 +110,12 @@ def test_an_unwrapped_seed_is_sensitive_and_not_extractable(runtime) -> None:  #
     """Look at the object verification uses, with the template verification uses."""
     from pkcs11 import Attribute
 
-    from hsm._ops import _SEED_FOR_MAC
-
     key = runtime.registry.get_sync("otp-seeds")
     wrap_id = key.version_to_use().object_id("wrap")
 
     def job(ops):  # type: ignore[no-untyped-def]
         wrapped = ops.seed_import(wrap_id, os.urandom(20))
-        obj = ops._unwrap_seed(wrap_id, wrapped, _SEED_FOR_MAC)
+        obj = ops._unwrap_seed(wrap_id, wrapped)
         try:
             return (
                 bool(obj[Attribute.SENSITIVE]),

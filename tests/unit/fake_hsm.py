@@ -47,7 +47,7 @@ class FakeOps:
         if key_id in self.store:
             raise ValueError(f"an object with id {key_id.hex()} already exists")
         secret: Any
-        if spec in (KeySpec.AES256, KeySpec.HMAC256, KeySpec.HMAC512):
+        if not spec.asymmetric:
             secret = os.urandom(32)
         elif spec is KeySpec.EC_P256:
             secret = ec.generate_private_key(ec.SECP256R1())
@@ -83,12 +83,12 @@ class FakeOps:
     def random(self, length: int) -> bytes:
         return os.urandom(length)
 
-    def _secret(self, key_id: bytes, spec: KeySpec) -> bytes:
+    def _secret(self, key_id: bytes, *specs: KeySpec) -> bytes:
         obj = self.store.get(key_id)
         if obj is None:
             raise ObjectMissing()
-        if obj.spec is not spec:
-            raise TypeError(f"object {key_id.hex()} is {obj.spec.value}, not {spec.value}")
+        if obj.spec not in specs:
+            raise TypeError(f"object {key_id.hex()} is {obj.spec.value}, not {specs[0].value}")
         secret: bytes = obj.secret
         return secret
 
@@ -105,7 +105,8 @@ class FakeOps:
             raise AuthenticationFailed() from None
 
     def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
-        return hmac.new(self._secret(key_id, KeySpec.HMAC256), data, algorithm.value).digest()
+        secret = self._secret(key_id, KeySpec.HMAC256, KeySpec.HMAC512, KeySpec.OTP_BIND)
+        return hmac.new(secret, data, algorithm.value).digest()
 
     def public_key_der(self, key_id: bytes) -> bytes:
         obj = self.store.get(key_id)
