@@ -71,6 +71,10 @@ def test_every_vault_key_is_sensitive_and_never_extractable(runtime, settings) -
         assert f"vault:objects-{kind}:v1" in labels
     assert "vault:objects-otp-seed:v1:wrap" in labels
     assert "vault:objects-otp-seed:v1:bind" in labels
+    # The OTP wrap key cannot encrypt or decrypt raw data (with AES-ECB decryption a KEK is
+    # an unwrap oracle on the host): it wraps and unwraps, nothing else.
+    wrap = next(o for o in secrets_ if o.get("label") == "vault:objects-otp-seed:v1:wrap")
+    assert wrap.get("usage") == "wrap, unwrap", wrap
     assert secrets_, "no key objects found"
     for obj in secrets_:
         assert obj.get("label", "").startswith("vault:"), obj

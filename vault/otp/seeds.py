@@ -89,7 +89,9 @@ class TokenParams:
 
     def _plausible(self) -> bool:
         return (
-            self.kind in _KINDS
+            isinstance(self.kind, str)
+            and self.kind in _KINDS
+            and isinstance(self.algorithm, str)
             and self.algorithm in ALGORITHMS
             and _integer_in(self.digits, MIN_DIGITS, MAX_DIGITS)
             and (self.period is None or _integer_in(self.period, 1, MAX_PERIOD))

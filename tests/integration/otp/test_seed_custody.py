@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import os
-import struct
 import uuid
 from typing import Any
 
@@ -24,6 +22,7 @@ from pkcs11 import exceptions as p11e
 from hsm import KeySpec, MacAlgorithm
 from hsm._ops import _SEED_TEMPLATE
 from hsm.errors import AuthenticationFailed
+from tests.integration.otp.conftest import legacy_binding
 from vault import keytypes
 from vault.errors import BadRequest
 from vault.otp import seeds
@@ -223,20 +222,12 @@ def test_a_tampered_blob_is_told_from_a_device_fault(runtime: Any, latest: Any) 
     assert runtime.hsm.run_sync(job) == "authentication failed"
 
 
-def _legacy_binding(serial: str, app: str, dfp: str) -> bytes:
-    """The starting code's binding: an unkeyed SHA-256 anyone can recompute from guesses."""
-    h = hashlib.sha256(b"hsm-vault/otp-binding/v1\x00")
-    for value in (serial, app, dfp):
-        h.update(struct.pack(">I", len(value.encode())) + value.encode())
-    return h.digest()
-
-
 def test_the_binding_is_keyed_and_per_seed(runtime: Any) -> None:
     made = [
         asyncio.run(runtime.otp.import_seed(KEY, IDENTITY, TOTP, os.urandom(20))) for _ in range(2)
     ]
     bindings = [seeds.parse(blob).binding for blob in made]
-    assert _legacy_binding(*IDENTITY.fields) not in bindings
+    assert legacy_binding(*IDENTITY.fields) not in bindings
     assert bindings[0] != bindings[1]  # two blobs of one token cannot be linked by it
 
 
@@ -278,7 +269,7 @@ def _legacy_blob(runtime: Any, name: str, seed: bytes) -> str:
     def job(ops: Any) -> str:
         wrapped = ops.seed_import(version.object_id("wrap"), seed)
         signed = bytearray(
-            seeds.body(os.urandom(16), _legacy_binding(*IDENTITY.fields), TOTP, wrapped)
+            seeds.body(os.urandom(16), legacy_binding(*IDENTITY.fields), TOTP, wrapped)
         )
         signed[0] = seeds.FORMAT_LEGACY
         context = seeds.context(name, version.version)
