@@ -9,17 +9,20 @@ Layout, inside ``vault:v<N>:base64(...)``::
 - ``wrapped``: the seed under the key version's ``wrap`` object, AES key wrap with padding
   (RFC 5649, ``CKM_AES_KEY_WRAP_PAD``); it is only ever unwrapped inside the HSM, into a
   sensitive, never-extractable object that can only compute HMACs.
-- ``binding``: HMAC-SHA-256 under the version's ``bind`` object over a context, the
-  ``seed_id`` and the length-prefixed ``token_serial``, ``app_id`` and ``dfp_hash``. Keyed,
-  so a stolen blob does not let anyone confirm guessed identifiers offline, and per seed, so
-  two blobs of one token cannot be linked by it. A verification naming other identifiers is
-  refused before the seed is unwrapped.
+- ``binding``: HMAC-SHA-256 under the version's ``bind`` object over a context (key name,
+  version), every other byte of the blob but the tag, and the length-prefixed
+  ``token_serial``, ``app_id`` and ``dfp_hash``. Keyed, so a stolen blob does not let anyone
+  confirm guessed identifiers offline, and per seed, so two blobs of one token cannot be
+  linked by it. It authenticates the blob *and* its token at once: a verification checks it
+  alone (one HSM MAC), and only when it fails asks the tag whether the blob is genuine but
+  presented with other identifiers (400 "bound to another") or forged (400 "invalid").
 - ``params``: the token's kind, algorithm, digits, period and OCRA suite (JSON), so a caller
   cannot verify a seed under weaker parameters than it was provisioned with.
 - ``seed_id``: random, names the seed's row in the replay ledger.
 - ``tag``: HMAC-SHA256 under the version's ``bind`` object over a context (format, key name,
-  version) and every byte before it. AES key wrap has no associated data of its own, so
-  this tag is what binds the seed to everything else.
+  version) and every byte before it: what the operations that name a seed without its
+  identifiers (state, unlock, deactivate, resync) check. AES key wrap has no associated data
+  of its own, so these MACs are what bind the seed to everything else.
 
 Format ``0x02`` differs only in ``binding``: an unkeyed SHA-256 of the identifiers, checked
 on the host. Such blobs keep verifying — refusing them would strand every token provisioned
@@ -115,9 +118,21 @@ def _identifiers(token_serial: str, app_id: str, dfp_hash: str) -> bytes:
     return out
 
 
-def binding_message(seed_id: bytes, token_serial: str, app_id: str, dfp_hash: str) -> bytes:
-    """What the bind key MACs into a format-0x03 blob's ``binding``."""
-    return _BINDING_CONTEXT + seed_id + _identifiers(token_serial, app_id, dfp_hash)
+def binding_message(
+    key_name: str, version: int, unbound: bytes, token_serial: str, app_id: str, dfp_hash: str
+) -> bytes:
+    """What the bind key MACs into a format-0x03 blob's ``binding``: ``unbound`` is every
+    byte of the blob but the binding and the tag (:func:`unbound`)."""
+    name = key_name.encode()
+    return (
+        _BINDING_CONTEXT
+        + struct.pack(">H", len(name))
+        + name
+        + struct.pack(">I", version)
+        + struct.pack(">I", len(unbound))
+        + unbound
+        + _identifiers(token_serial, app_id, dfp_hash)
+    )
 
 
 def legacy_binding(token_serial: str, app_id: str, dfp_hash: str) -> bytes:
@@ -142,6 +157,7 @@ class EncryptedSeed:
     tag: bytes
     signed: bytes  # every byte the tag covers after the context
     format: int = FORMAT_KEYED
+    unbound: bytes = b""  # every byte the binding covers besides its context and identifiers
 
     @property
     def keyed(self) -> bool:
@@ -153,8 +169,21 @@ class EncryptedSeed:
     def tag_input(self, key_name: str) -> bytes:
         return context(key_name, self.version) + self.signed
 
+    def binding_input(self, key_name: str, token_serial: str, app_id: str, dfp_hash: str) -> bytes:
+        return binding_message(key_name, self.version, self.unbound, token_serial, app_id, dfp_hash)
+
+
+def unbound(seed_id: bytes, params: TokenParams, wrapped: bytes) -> bytes:
+    """A format-0x03 blob without its binding and tag: what the binding covers."""
+    return _layout(seed_id, b"", params, wrapped)
+
 
 def body(seed_id: bytes, bound: bytes, params: TokenParams, wrapped: bytes) -> bytes:
+    """The blob without its tag: what the tag covers after its context."""
+    return _layout(seed_id, bound, params, wrapped)
+
+
+def _layout(seed_id: bytes, bound: bytes, params: TokenParams, wrapped: bytes) -> bytes:
     p = params.encode()
     return (
         bytes([FORMAT_KEYED])
@@ -204,6 +233,15 @@ def parse(text: str) -> EncryptedSeed:
         or len(tag) != TAG_BYTES
     ):
         raise InvalidCiphertext()
+    head = 1 + SEED_ID_BYTES
     return EncryptedSeed(
-        version, seed_id, bound, TokenParams.decode(params), wrapped, tag, raw[:pos], blob_format
+        version,
+        seed_id,
+        bound,
+        TokenParams.decode(params),
+        wrapped,
+        tag,
+        raw[:pos],
+        blob_format,
+        raw[:head] + raw[head + BINDING_BYTES : pos],
     )

@@ -256,6 +256,32 @@ def _make_legacy_key(runtime: Any) -> str:
     return name
 
 
+def _tampered(blob: str, offset: int) -> str:
+    value = seeds.parse(blob)
+    raw = bytearray(value.signed + value.tag)
+    raw[offset] ^= 0x01
+    return seeds.assemble(value.version, bytes(raw), b"")
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [0, 1, 17, 50, 52, -40, -33],
+    ids=["format", "seed_id", "binding", "length", "params", "wrapped", "wrapped-end"],
+)
+def test_a_tampered_blob_does_not_authenticate_whatever_the_identity(
+    runtime: Any, offset: int
+) -> None:
+    seed = os.urandom(20)
+    blob = asyncio.run(runtime.otp.import_seed(KEY, IDENTITY, TOTP, seed))
+    code = pyotp.TOTP(base64.b32encode(seed).decode()).now()
+    forged = _tampered(blob, offset)
+    other = TokenIdentity("custody-token", "app", "another-device")
+    for identity in (IDENTITY, other):
+        with pytest.raises(BadRequest) as caught:
+            asyncio.run(runtime.otp.verify(KEY, VerifyInput(forged, identity, code)))
+        assert "bound to another" not in str(caught.value)
+
+
 @pytest.fixture(scope="module")
 def legacy_key(runtime: Any) -> str:
     return _make_legacy_key(runtime)

@@ -36,14 +36,26 @@ def test_a_blob_round_trips(params: seeds.TokenParams) -> None:
     assert blob.keyed
 
 
-def test_the_binding_message_separates_the_identifiers() -> None:
-    seed_id = bytes(16)
-    assert seeds.binding_message(seed_id, "ab", "c", "") != seeds.binding_message(
-        seed_id, "a", "bc", ""
+def test_the_binding_covers_every_byte_but_the_tag_and_the_identifiers() -> None:
+    params = PARAMS[0]
+    seed_id, wrapped = os.urandom(16), os.urandom(24)
+    blob = seeds.parse(
+        seeds.assemble(3, seeds.body(seed_id, os.urandom(32), params, wrapped), bytes(32))
     )
-    assert seeds.binding_message(seed_id, "a", "b", "c") != seeds.binding_message(
-        bytes([1]) * 16, "a", "b", "c"
-    )
+    assert blob.unbound == seeds.unbound(seed_id, params, wrapped)
+    message = blob.binding_input("otp-seeds", "a", "b", "c")
+    assert blob.unbound in message
+    others = [
+        blob.binding_input("otp-seeds", "ab", "", "c"),  # identifiers are length-prefixed
+        blob.binding_input("otp-seeds", "a", "b", "c "),
+        blob.binding_input("other-key", "a", "b", "c"),
+        seeds.binding_message("otp-seeds", 4, blob.unbound, "a", "b", "c"),
+        seeds.binding_message(
+            "otp-seeds", 3, seeds.unbound(seed_id, PARAMS[1], wrapped), "a", "b", "c"
+        ),
+    ]
+    assert message not in others
+    assert len(set(others)) == len(others)
 
 
 @given(st.binary(max_size=600), st.integers(min_value=1, max_value=2**31))
