@@ -65,6 +65,16 @@ _SECRET_POLICY = {
     Attribute.SENSITIVE: True,
     Attribute.EXTRACTABLE: False,
 }
+# A key that computes MACs and nothing else.
+_MAC_ONLY = {
+    Attribute.SIGN: True,
+    Attribute.VERIFY: False,
+    Attribute.ENCRYPT: False,
+    Attribute.DECRYPT: False,
+    Attribute.WRAP: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: False,
+}
 # A seed unwrapped for one verification: a session object that can only MAC, is never
 # readable, and is destroyed within the job. CKA_PRIVATE only hides an object from this
 # application's sessions that have not logged in (PKCS#11 v2.40 §4.4); a session object of
@@ -81,13 +91,7 @@ _SEED_TEMPLATE: dict[Attribute, Any] = {
     Attribute.PRIVATE: False,
     Attribute.SENSITIVE: True,
     Attribute.EXTRACTABLE: False,
-    Attribute.SIGN: True,
-    Attribute.VERIFY: False,
-    Attribute.ENCRYPT: False,
-    Attribute.DECRYPT: False,
-    Attribute.WRAP: False,
-    Attribute.UNWRAP: False,
-    Attribute.DERIVE: False,
+    **_MAC_ONLY,
     Attribute.ALLOWED_MECHANISMS: [
         _MAC_MECHANISMS[MacAlgorithm.SHA1],
         _MAC_MECHANISMS[MacAlgorithm.SHA256],
@@ -122,13 +126,7 @@ _OTP_KEYS: dict[KeySpec, tuple[KeyType, int, dict[Attribute, Any]]] = {
         256,
         {
             **_SECRET_POLICY,
-            Attribute.SIGN: True,
-            Attribute.VERIFY: False,
-            Attribute.ENCRYPT: False,
-            Attribute.DECRYPT: False,
-            Attribute.WRAP: False,
-            Attribute.UNWRAP: False,
-            Attribute.DERIVE: False,
+            **_MAC_ONLY,
             Attribute.ALLOWED_MECHANISMS: [_MAC_MECHANISMS[MacAlgorithm.SHA256]],
             Attribute.MODIFIABLE: False,
         },

@@ -362,7 +362,8 @@ class OtpService:
             for (entry, _, _), (_, seed_id) in zip(tokens, sealed, strict=True)
             if entry.counter
         ]
-        await self._ledger(self.ledger.start, used, key.name, self.clock())
+        if used:
+            await self._ledger(self.ledger.start, used, key.name, self.clock())
         return [
             ImportedSeed(identity.token_serial, entry.key_id, params.kind, blob, entry.counter)
             for (entry, identity, params), (blob, _) in zip(tokens, sealed, strict=True)

@@ -194,11 +194,17 @@ class ReplayLedger:
         }
         statement = self._admit if position is None else self._advance
         # A locked or deactivated seed is answered from a read: no write lock is taken, so a
-        # flood of them cannot slow down the verifications that do move a position.
+        # flood of them cannot slow down the verifications that do move a position; a replay
+        # seen in the read costs one UPDATE.
         seen = self._run(lambda cur: self._row(cur, seed_id), write=False)
-        blocked = None if seen is None else _blocked(seen, now)
-        if blocked is not None:
-            return blocked
+        if seen is not None:
+            blocked = _blocked(seen, now)
+            if blocked is not None:
+                return blocked
+            if position is not None and seen[0] >= position:
+                # Positions only grow: a replay now stays one. It is a failed attempt.
+                self._run(lambda cur: self._count_failure(cur, seed_id, now), write=True)
+                return Outcome.REPLAYED
 
         def write(cur: Any) -> Outcome:
             cur.execute(statement.sql, statement.params(values))
