@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -139,3 +140,30 @@ def test_racing_acceptances_of_one_position_accept_exactly_one(engine: Engine) -
         outcomes = list(pool.map(lambda i: ledgers[i % 8].accept(s, KEY, 5, NOW), range(40)))
     assert outcomes.count(Outcome.ACCEPTED) == 1
     assert set(outcomes) == {Outcome.ACCEPTED, Outcome.REPLAYED}
+
+
+def test_the_migration_keeps_existing_seeds_active(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from vault.store.migrations import upgrade
+    from vault.store.tables import otp_ledger
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade(engine, "0001")
+        s = seed()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO otp_ledger (seed_id, key_name, last_position, failures,"
+                " locked_until, updated_at) VALUES (?, ?, 9, 2, 0.0, 0.0)",
+                (s, KEY),
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(select(otp_ledger).where(otp_ledger.c.seed_id == s)).one()
+        assert row.deactivated_at is None
+        ledger = ReplayLedger(engine, POLICY)
+        assert ledger.accept(s, KEY, 10, NOW) is Outcome.ACCEPTED
+        assert ledger.deactivate(s, KEY, NOW).deactivated_at == NOW
+    finally:
+        engine.dispose()
