@@ -14,12 +14,20 @@ from api.call import CallParam, route
 from api.documents import answers
 from api.responses import Reply, ok
 from vault.errors import BadRequest
-from vault.otp import OtpInputError
+from vault.otp import MAX_RESYNC_WINDOW, OtpInputError
 from vault.otp.pskc import parse_pskc
 from vault.otp.seeds import TokenParams
-from vault.otp.service import TokenIdentity, VerifyInput, VerifyResult, token_params
+from vault.otp.service import (
+    SeedState,
+    TokenIdentity,
+    VerifyInput,
+    VerifyResult,
+    token_params,
+)
 
 Ident = Annotated[str, Meta(max_length=1024)]
+EncryptedSeed = Annotated[str, Meta(max_length=4096)]
+Code = Annotated[str, Meta(max_length=32)]
 
 
 class SeedBody(Struct, kw_only=True):
@@ -46,9 +54,9 @@ class PskcBody(Struct, kw_only=True):
 
 
 class VerifyBody(Struct, kw_only=True):
-    encrypted_seed: Annotated[str, Meta(max_length=4096)]
+    encrypted_seed: EncryptedSeed
     token_serial: Ident
-    otp: Annotated[str, Meta(max_length=32)]
+    otp: Code
     app_id: Ident = ""
     dfp_hash: Ident = ""
     challenge: Annotated[str, Meta(max_length=128)] | None = None
@@ -58,6 +66,19 @@ class VerifyBody(Struct, kw_only=True):
     password: Annotated[str, Meta(max_length=256)] | None = None
     password_hash: Annotated[str, Meta(max_length=256)] | None = None
     session_info_hex: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+class SeedRef(Struct, kw_only=True):
+    """The seed an operation acts on, named by its blob (the caller holds it)."""
+
+    encrypted_seed: EncryptedSeed
+
+
+class ResyncBody(Struct, kw_only=True):
+    encrypted_seed: EncryptedSeed
+    otp: Code
+    next_otp: Code
+    window: Annotated[int, Meta(ge=0, le=MAX_RESYNC_WINDOW)] | None = None
 
 
 def _identity(body: SeedBody | VerifyBody) -> TokenIdentity:
@@ -108,6 +129,24 @@ def _verify_view(result: VerifyResult) -> dict[str, Any]:
     return view
 
 
+def _state_view(state: SeedState) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "seed_id": state.seed_id,
+        "kind": state.kind,
+        "key_version": state.key_version,
+        "failures": state.failures,
+        "locked": state.locked_until is not None,
+        "locked_until": state.locked_until,
+        "deactivated": state.deactivated_at is not None,
+        "deactivated_at": state.deactivated_at,
+    }
+    for field in ("counter", "next_counter", "time_step"):
+        value = getattr(state, field)
+        if value is not None:
+            view[field] = value
+    return view
+
+
 class SeedCreated(Struct, kw_only=True):
     encrypted_seed: str
     provisioning: dict[str, Any] | None = None
@@ -124,6 +163,20 @@ class Verified(Struct, kw_only=True, omit_defaults=True):
     time_step: int | None = None
     next_counter: int | None = None
     drift: int | None = None
+
+
+class TokenState(Struct, kw_only=True, omit_defaults=True):
+    seed_id: str
+    kind: str
+    key_version: int
+    failures: int
+    locked: bool
+    locked_until: float | None
+    deactivated: bool
+    deactivated_at: float | None
+    counter: int | None = None
+    next_counter: int | None = None
+    time_step: int | None = None
 
 
 class OtpController(Controller):
@@ -162,27 +215,18 @@ class OtpController(Controller):
             psk = bytes.fromhex(data.preshared_key_hex) if data.preshared_key_hex else None
         except ValueError:
             raise OtpInputError("preshared_key_hex", "is not hexadecimal") from None
-        otp = call.vault.otp
+        entries = parse_pskc(data.pskc, preshared_key=psk)
+        imported = await call.vault.otp.import_pskc(name, entries, data.app_id, data.dfp_hash)
         results = []
-        for entry in parse_pskc(data.pskc, preshared_key=psk):
-            serial = entry.serial or entry.key_id
-            params = token_params(
-                entry.kind.value,
-                entry.algorithm,
-                entry.digits,
-                entry.period,
-                entry.ocra_suite.text if entry.ocra_suite else None,
-            )
-            identity = TokenIdentity(serial, data.app_id, data.dfp_hash)
-            blob = await otp.import_seed(name, identity, params, entry.secret)
+        for token in imported:
             item: dict[str, Any] = {
-                "token_serial": serial,
-                "key_id": entry.key_id,
-                "kind": params.kind,
+                "token_serial": token.token_serial,
+                "key_id": token.key_id,
+                "kind": token.kind,
+                "encrypted_seed": token.encrypted_seed,
             }
-            item["encrypted_seed"] = blob
-            if entry.counter is not None:
-                item["counter"] = entry.counter
+            if token.counter is not None:
+                item["counter"] = token.counter
             results.append(item)
         return ok({"tokens": results})
 
@@ -210,3 +254,43 @@ class OtpController(Controller):
             ),
         )
         return ok(_verify_view(result))
+
+    # -- token management: each names the seed by its blob, whose tag the HSM checks first --
+
+    @post("/seeds/{name:str}/state", opt=route("otp:read"), responses=answers(TokenState))
+    async def seed_state(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[SeedRef]
+    ) -> Reply:
+        return ok(_state_view(await call.vault.otp.state(name, data.encrypted_seed)))
+
+    @post("/seeds/{name:str}/resync", opt=route("otp:resync"), responses=answers(Verified))
+    async def resync(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[ResyncBody]
+    ) -> Reply:
+        result = await call.vault.otp.resync(
+            name,
+            data.encrypted_seed,
+            data.otp,
+            data.next_otp,
+            data.window,
+            actor=call.caller.service.name,
+        )
+        return ok(_verify_view(result))
+
+    @post("/seeds/{name:str}/unlock", opt=route("otp:unlock"), responses=answers(TokenState))
+    async def unlock(self, call: CallParam, name: FromPath[str], data: JSONBody[SeedRef]) -> Reply:
+        state = await call.vault.otp.unlock(
+            name, data.encrypted_seed, actor=call.caller.service.name
+        )
+        return ok(_state_view(state))
+
+    @post(
+        "/seeds/{name:str}/deactivate", opt=route("otp:deactivate"), responses=answers(TokenState)
+    )
+    async def deactivate(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[SeedRef]
+    ) -> Reply:
+        state = await call.vault.otp.deactivate(
+            name, data.encrypted_seed, actor=call.caller.service.name
+        )
+        return ok(_state_view(state))

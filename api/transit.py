@@ -38,6 +38,7 @@ from vault.errors import BadRequest, NotFound, VaultError
 from vault.hashing import hash_sum
 from vault.keys import Key, validate_name
 from vault.keytypes import key_type
+from vault.otp.service import SEEDS_NOT_REWRAPPABLE
 from vault.runtime import Vault
 from vault.transit import DecryptItem
 from vault.transit import Encrypted as EncryptedItem
@@ -212,29 +213,6 @@ async def _key_or_upsert(call: Call, name: str, type_name: str | None) -> None:
         await vault.registry.call(vault.registry.create_sync, name, kind)
 
 
-async def _rewrap_seeds(
-    vault: Vault, name: str, data: EncryptBody, batch: list[BatchItem] | None
-) -> Reply:
-    """``rewrap`` on an ``otp-seed`` key moves encrypted seeds to the latest version."""
-
-    async def one(ciphertext: str | None, version: int | None) -> dict[str, Any]:
-        if not ciphertext:
-            raise BadRequest("missing ciphertext to decrypt")
-        blob, new_version = await vault.otp.rewrap(name, ciphertext, version)
-        return {"ciphertext": blob, "key_version": new_version}
-
-    if batch is None:
-        return ok(await one(data.ciphertext, data.key_version))
-    results = []
-    for item in batch:
-        try:
-            version = item.key_version if item.key_version is not None else data.key_version
-            results.append(await one(item.ciphertext, version))
-        except VaultError as exc:
-            results.append({"error": str(exc)})
-    return _batch_reply(batch, results, failures_fail=False)
-
-
 class TransitController(Controller):
     path = "/v1/transit"
 
@@ -369,9 +347,9 @@ class TransitController(Controller):
             raise BadRequest("missing ciphertext to decrypt")
         vault = call.vault
         key = await vault.registry.get(name)
-        batch = _batch(data, vault.settings.max_batch_items)
         if key.type.otp:
-            return await _rewrap_seeds(vault, name, data, batch)
+            raise BadRequest(SEEDS_NOT_REWRAPPABLE)
+        batch = _batch(data, vault.settings.max_batch_items)
         if batch is None:
             result = await vault.transit.rewrap(name, [_decrypt_item(data)], data.key_version)
             _used_version(call, result)

@@ -65,16 +65,8 @@ _SECRET_POLICY = {
     Attribute.SENSITIVE: True,
     Attribute.EXTRACTABLE: False,
 }
-# A seed unwrapped for one verification: a session object that can only MAC, is never
-# readable, and is destroyed within the job. CKA_PRIVATE only hides an object from this
-# application's sessions that have not logged in (PKCS#11 v2.40 §4.4); a session object of
-# a few microseconds gains nothing from it, while SoftHSM2 spends ~60 µs per verification
-# encrypting and decrypting a private object's attributes in its own memory.
-_SEED_FOR_MAC = {
-    Attribute.TOKEN: False,
-    Attribute.PRIVATE: False,
-    Attribute.SENSITIVE: True,
-    Attribute.EXTRACTABLE: False,
+# A key that computes MACs and nothing else.
+_MAC_ONLY = {
     Attribute.SIGN: True,
     Attribute.VERIFY: False,
     Attribute.ENCRYPT: False,
@@ -83,6 +75,64 @@ _SEED_FOR_MAC = {
     Attribute.UNWRAP: False,
     Attribute.DERIVE: False,
 }
+# A seed unwrapped for one verification: a session object that can only MAC, is never
+# readable, and is destroyed within the job. CKA_PRIVATE only hides an object from this
+# application's sessions that have not logged in (PKCS#11 v2.40 §4.4); a session object of
+# a few microseconds gains nothing from it, while SoftHSM2 spends ~60 µs per verification
+# encrypting and decrypting a private object's attributes in its own memory.
+# It is also the OTP wrap key's CKA_UNWRAP_TEMPLATE. SoftHSM 2.6.1 enforces that template
+# but does not apply it: C_UnwrapKey must be sent every entry with a byte-identical value
+# (else CKR_TEMPLATE_INCONSISTENT), and CKA_MODIFIABLE=false must come last, or the
+# attributes after it are refused as read-only (softhsm/README.md).
+_SEED_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.CLASS: ObjectClass.SECRET_KEY,
+    Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+    Attribute.TOKEN: False,
+    Attribute.PRIVATE: False,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    **_MAC_ONLY,
+    Attribute.ALLOWED_MECHANISMS: [
+        _MAC_MECHANISMS[MacAlgorithm.SHA1],
+        _MAC_MECHANISMS[MacAlgorithm.SHA256],
+        _MAC_MECHANISMS[MacAlgorithm.SHA512],
+    ],
+    Attribute.MODIFIABLE: False,
+}
+# The OTP keys of one key version. The wrap key cannot encrypt or decrypt (with C_Decrypt
+# and AES-ECB a key-encryption key is an unwrap oracle on the host), wraps and unwraps only
+# with AES key wrap with padding (RFC 5649), and unwraps only into _SEED_TEMPLATE. The bind
+# key only computes HMAC-SHA-256. Neither can be changed after generation.
+_OTP_KEYS: dict[KeySpec, tuple[KeyType, int, dict[Attribute, Any]]] = {
+    KeySpec.OTP_WRAP: (
+        KeyType.AES,
+        256,
+        {
+            **_SECRET_POLICY,
+            Attribute.ENCRYPT: False,
+            Attribute.DECRYPT: False,
+            Attribute.SIGN: False,
+            Attribute.VERIFY: False,
+            Attribute.DERIVE: False,
+            Attribute.WRAP: True,
+            Attribute.UNWRAP: True,
+            Attribute.ALLOWED_MECHANISMS: [Mechanism.AES_KEY_WRAP_PAD],
+            Attribute.UNWRAP_TEMPLATE: _SEED_TEMPLATE,
+            Attribute.MODIFIABLE: False,
+        },
+    ),
+    KeySpec.OTP_BIND: (
+        KeyType.GENERIC_SECRET,
+        256,
+        {
+            **_SECRET_POLICY,
+            **_MAC_ONLY,
+            Attribute.ALLOWED_MECHANISMS: [_MAC_MECHANISMS[MacAlgorithm.SHA256]],
+            Attribute.MODIFIABLE: False,
+        },
+    ),
+}
+_CANARY_SEED_BITS = 160  # RFC 4226 §4 R6's recommended seed length
 
 
 def _wrappable_seed(sensitive: bool) -> dict[Attribute, Any]:
@@ -126,7 +176,13 @@ class Pkcs11Ops:
         handle = self._handles.get(key_id)
         if handle is None:
             original = self._find(key_id, object_class)
-            handle = original.copy({Attribute.TOKEN: False})
+            # SoftHSM 2.6.1 refuses every non-empty copy template of a CKA_MODIFIABLE=false
+            # object (softhsm/README.md): such a key is used as the token object it is.
+            handle = (
+                original.copy({Attribute.TOKEN: False})
+                if original[Attribute.MODIFIABLE]
+                else original
+            )
             self._handles[key_id] = handle
         return handle
 
@@ -146,6 +202,9 @@ class Pkcs11Ops:
 
     def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
         s = self._session
+        if spec in _OTP_KEYS:
+            self._generate_otp_key(spec, key_id, label)
+            return
         if spec is KeySpec.AES256:
             s.generate_key(
                 KeyType.AES,
@@ -184,6 +243,12 @@ class Pkcs11Ops:
             )
         else:
             self._generate_pair(spec, key_id, label)
+
+    def _generate_otp_key(self, spec: KeySpec, key_id: bytes, label: str) -> None:
+        key_type, bits, template = _OTP_KEYS[spec]
+        self._session.generate_key(
+            key_type, bits, id=key_id, label=label, store=True, template=template
+        )
 
     def _generate_pair(self, spec: KeySpec, key_id: bytes, label: str) -> None:
         s = self._session
@@ -256,7 +321,7 @@ class Pkcs11Ops:
 
     def session_object_count(self) -> int:
         """Session objects besides the cached key copies (seeds mid-verification)."""
-        cached = len(self._handles)
+        cached = sum(1 for h in self._handles.values() if not h[Attribute.TOKEN])
         total = sum(1 for _ in self._session.get_objects({Attribute.TOKEN: False}))
         return total - cached
 
@@ -482,15 +547,6 @@ class Pkcs11Ops:
         finally:
             obj.destroy()
 
-    def seed_rewrap(self, old_wrap_key_id: bytes, new_wrap_key_id: bytes, wrapped: bytes) -> bytes:
-        seed = self._unwrap_seed(old_wrap_key_id, wrapped, _wrappable_seed(sensitive=True))
-        try:
-            return bytes(
-                self._key(new_wrap_key_id).wrap_key(seed, mechanism=Mechanism.AES_KEY_WRAP_PAD)
-            )
-        finally:
-            seed.destroy()
-
     def seed_macs(
         self,
         wrap_key_id: bytes,
@@ -499,7 +555,7 @@ class Pkcs11Ops:
         messages: Sequence[bytes],
         until: Callable[[bytes], bool] | None = None,
     ) -> list[bytes]:
-        seed = self._unwrap_seed(wrap_key_id, wrapped, _SEED_FOR_MAC)
+        seed = self._unwrap_seed(wrap_key_id, wrapped)
         try:
             mechanism = _MAC_MECHANISMS[algorithm]
             macs = []
@@ -511,24 +567,53 @@ class Pkcs11Ops:
         finally:
             seed.destroy()
 
-    def _unwrap_seed(
-        self, wrap_key_id: bytes, wrapped: bytes, template: dict[Attribute, Any]
-    ) -> Any:
+    def _unwrap_seed(self, wrap_key_id: bytes, wrapped: bytes) -> Any:
+        wrapper = self._key(wrap_key_id)
         try:
-            return self._key(wrap_key_id).unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.GENERIC_SECRET,
-                wrapped,
-                mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                store=False,
-                template=template,
-            )
+            return _unwrap_for_mac(wrapper, wrapped)
         except (p11e.WrappedKeyInvalid, p11e.WrappedKeyLenRange, p11e.EncryptedDataInvalid):
             raise AuthenticationFailed() from None
         except p11e.GeneralError:
-            if self._canary_ok(wrap_key_id, self._key(wrap_key_id)):
+            # SoftHSM 2.6 reports a failed integrity check (RFC 5649 §3) as GeneralError, the
+            # same as a device fault: a known-good blob of the same key tells them apart.
+            if self._seed_canary_ok(wrap_key_id, wrapper):
                 raise AuthenticationFailed() from None
             raise HsmUnavailable() from None
+
+    def _seed_canary_ok(self, wrap_key_id: bytes, wrapper: Any) -> bool:
+        """Whether a seed this key wrapped (made once per key and process) still unwraps,
+        into the very template verification uses: if so, the key and the device work."""
+        try:
+            canary = self._canaries.get(wrap_key_id)
+            if canary is None:
+                seed = self._session.generate_key(
+                    KeyType.GENERIC_SECRET,
+                    _CANARY_SEED_BITS,
+                    store=False,
+                    template=_wrappable_seed(sensitive=True),
+                )
+                try:
+                    canary = bytes(wrapper.wrap_key(seed, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+                finally:
+                    seed.destroy()
+                self._canaries[wrap_key_id] = canary
+            _unwrap_for_mac(wrapper, canary).destroy()
+            return True
+        except p11e.PKCS11Error:
+            return False
+
+
+def _unwrap_for_mac(wrapper: Any, wrapped: bytes) -> Any:
+    # capabilities=0: python-pkcs11 adds no flags of its own; _SEED_TEMPLATE sets them all.
+    return wrapper.unwrap_key(
+        ObjectClass.SECRET_KEY,
+        KeyType.GENERIC_SECRET,
+        wrapped,
+        mechanism=Mechanism.AES_KEY_WRAP_PAD,
+        store=False,
+        capabilities=0,
+        template=_SEED_TEMPLATE,
+    )
 
 
 def _hash_params(hash_name: str) -> tuple[Mechanism, MGF, int]:

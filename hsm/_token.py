@@ -10,6 +10,7 @@ from typing import Any
 import pkcs11
 import pkcs11.exceptions as p11e
 
+from hsm._attributes import MAPPER
 from hsm._ops import Pkcs11Ops
 from hsm.errors import LoginRefused, ModuleUnusable
 
@@ -61,9 +62,9 @@ def open_session(module_path: str, token_label: str, pin: str, attempts: int = 3
         try:
             token = lib.get_token(token_label=token_label)
             try:
-                session = token.open(rw=True, user_pin=pin)
+                session = token.open(rw=True, user_pin=pin, attribute_mapper=MAPPER)
             except p11e.UserAlreadyLoggedIn:
-                session = token.open(rw=True)
+                session = token.open(rw=True, attribute_mapper=MAPPER)
             return TokenSession(session, lib)
         except p11e.PinIncorrect:
             raise LoginRefused("HSM login refused: wrong PIN") from None

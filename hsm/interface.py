@@ -29,6 +29,11 @@ class KeySpec(enum.Enum):
     EC_P256 = "ec-p256"
     ED25519 = "ed25519"
     RSA3072 = "rsa3072"
+    # OTP seed custody (one of each per otp-seed key version): a key that only wraps and
+    # unwraps seeds with AES key wrap with padding, and unwraps them only into sensitive,
+    # never-extractable HMAC-only objects; and an HMAC-SHA-256-only key for seed blobs' tags.
+    OTP_WRAP = "otp-wrap"
+    OTP_BIND = "otp-bind"
 
     @property
     def asymmetric(self) -> bool:
@@ -124,9 +129,6 @@ class HsmOps(Protocol):
     def seed_import(self, wrap_key_id: bytes, seed: bytes) -> bytes:
         """Take a vendor seed once, return only its wrapped form."""
 
-    def seed_rewrap(self, old_wrap_key_id: bytes, new_wrap_key_id: bytes, wrapped: bytes) -> bytes:
-        """Re-wrap a seed under another key version without it leaving the HSM."""
-
     def seed_macs(
         self,
         wrap_key_id: bytes,
@@ -137,7 +139,8 @@ class HsmOps(Protocol):
     ) -> list[bytes]:
         """Unwrap the seed into a sensitive, non-extractable session object, MAC each
         message with it (stopping after the first MAC ``until`` accepts), and destroy it
-        (also when anything fails)."""
+        (also when anything fails). A blob that does not unwrap is ``AuthenticationFailed``
+        when the wrap key still unwraps a known-good blob, ``HsmUnavailable`` otherwise."""
 
 
 class JobRunner(Protocol):

@@ -53,8 +53,9 @@ KEY_TYPES: dict[str, KeyType] = {
         KeyType("ed25519", (("", KeySpec.ED25519), _HMAC), signing=True),
         KeyType("rsa-3072", (("", KeySpec.RSA3072), _HMAC), signing=True),
         # An OTP seed is wrapped (AES key wrap with padding) by "wrap" and bound to its
-        # token by an HMAC under "bind": AES-KW has no associated data of its own.
-        KeyType("otp-seed", (("wrap", KeySpec.AES256), ("bind", KeySpec.HMAC256)), otp=True),
+        # token by an HMAC under "bind": AES-KW has no associated data of its own. Versions
+        # made before these specs existed have AES256 / HMAC256 objects (README: rotation).
+        KeyType("otp-seed", (("wrap", KeySpec.OTP_WRAP), ("bind", KeySpec.OTP_BIND)), otp=True),
     )
 }
 

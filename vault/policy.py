@@ -40,7 +40,19 @@ TRANSIT_USE = frozenset(
         "hash",
     }
 )
-OTP_OPERATIONS = frozenset({"otp:create", "otp:import", "otp:verify"})
+OTP_OPERATIONS = frozenset(
+    {
+        "otp:create",
+        "otp:import",
+        "otp:verify",
+        # Token management: a seed's ledger state, HOTP resynchronization, unlocking, and
+        # deactivation for good (the kill switch).
+        "otp:read",
+        "otp:resync",
+        "otp:unlock",
+        "otp:deactivate",
+    }
+)
 SEAL_OPERATIONS = frozenset({"seal", "open"})
 OPERATIONS = TRANSIT_KEY_ADMIN | TRANSIT_USE | OTP_OPERATIONS | SEAL_OPERATIONS
 _SHORTHANDS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -148,7 +149,9 @@ def test_device_public_key_keeps_seed_out_of_the_response(server: Server) -> Non
         assert _verify(c, blob, serial, code).json()["data"]["valid"] is True
 
 
-def test_rotation_keeps_old_seeds_and_rewrap_moves_them(server: Server) -> None:
+def test_rotation_keeps_old_seeds_and_rewrap_is_refused(server: Server) -> None:
+    """A seed unwraps only into a non-extractable object, so it can never be wrapped under
+    another version: rewrap says so, and provisioning again moves a token to the latest."""
     with server.client("token-management") as c, server.client("security-officer") as officer:
         blob, provisioning, serial = _create(c, kind="hotp")
         hotp = pyotp.parse_uri(provisioning["otpauth_uri"])
@@ -158,15 +161,26 @@ def test_rotation_keeps_old_seeds_and_rewrap_moves_them(server: Server) -> None:
         latest = rotated.json()["data"]["latest_version"]
         assert _verify(c, blob, serial, hotp.at(0), counter=0).json()["data"]["valid"] is True
         r = c.post("/v1/transit/rewrap/otp-seeds", json={"ciphertext": blob})
-        assert r.status_code == 200, r.text
-        new_blob = r.json()["data"]["ciphertext"]
+        assert r.status_code == 403  # token-management no longer holds rewrap on otp-seeds
+        new_blob, _, _ = _create(c, kind="hotp")
         assert new_blob.startswith(f"vault:v{latest}:")
-        # Same seed, same ledger: the next code verifies, the used one stays used.
-        assert _verify(c, new_blob, serial, hotp.at(1), counter=1).json()["data"]["valid"] is True
-        assert (
-            _verify(c, new_blob, serial, hotp.at(0), counter=0).json()["data"]["reason"]
-            == "replayed"
+
+
+def test_rewrap_of_seeds_is_400_with_the_reason(server: Server, settings) -> None:  # type: ignore[no-untyped-def]
+    """For a service allowed both rewrap and OTP (transit-conformance's grants, on a key of
+    its own): 400 and the re-provisioning path, never a re-wrapped seed."""
+    name = f"conformance-otp-{uuid.uuid4().hex[:8]}"
+    with server.client("transit-conformance") as c:
+        assert c.post(f"/v1/transit/keys/{name}", json={"type": "otp-seed"}).status_code in (
+            200,
+            204,
         )
+        r = c.post(f"/v1/transit/rewrap/{name}", json={"ciphertext": "vault:v1:AAAA"})
+        assert r.status_code == 400
+        assert "cannot be rewrapped" in r.json()["errors"][0]
+        assert "provision the token again" in r.json()["errors"][0]
+        c.post(f"/v1/transit/keys/{name}/config", json={"deletion_allowed": True})
+        c.delete(f"/v1/transit/keys/{name}")
 
 
 def test_other_services_may_not_verify(server: Server) -> None:
@@ -178,26 +192,83 @@ def test_other_services_may_not_verify(server: Server) -> None:
         assert r.status_code == 403
 
 
-def test_one_acceptance_under_a_race_across_two_processes(server: Server, settings) -> None:  # type: ignore[no-untyped-def]
-    second = Server(settings)
+@pytest.fixture
+def two_servers(settings, database_url: str) -> Iterator[tuple[Server, Server]]:  # type: ignore[no-untyped-def]
+    """Two server processes of two workers each on one fresh database (SQLite, PostgreSQL),
+    with the otp-seeds key made in it (its HSM objects are destroyed afterwards)."""
+    env = {"VAULT_DATABASE_URL": database_url}
+    first = Server(settings, workers=2, env=env)
     try:
-        with server.client("token-management") as c:
-            blob, provisioning, serial = _create(c, kind="totp")
-        code = _totp(provisioning).now()
-        body = {"encrypted_seed": blob, "token_serial": serial, **IDENT, "otp": code}
-        clients = [server.client("token-management"), second.client("token-management")]
-
-        def attempt(i: int) -> dict[str, Any]:
-            r = clients[i % 2].post("/v1/otp/verify/otp-seeds", json=body)
-            assert r.status_code == 200, r.text
-            return dict(r.json()["data"])
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-            results = list(pool.map(attempt, range(50)))
-        for cl in clients:
-            cl.close()
+        second = Server(settings, workers=2, env=env)
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        with first.client("security-officer") as officer:
+            r = officer.post("/v1/transit/keys/otp-seeds", json={"type": "otp-seed"})
+            assert r.status_code in (200, 204), r.text
+            yield first, second
+            officer.post("/v1/transit/keys/otp-seeds/config", json={"deletion_allowed": True})
+            officer.delete("/v1/transit/keys/otp-seeds")
     finally:
         second.stop()
+        first.stop()
+
+
+def test_one_acceptance_under_a_race_across_two_processes(
+    two_servers: tuple[Server, Server],
+) -> None:
+    with two_servers[0].client("token-management") as c:
+        blob, provisioning, serial = _create(c, kind="totp")
+    code = _totp(provisioning).now()
+    body = {"encrypted_seed": blob, "token_serial": serial, **IDENT, "otp": code}
+    clients = [server.client("token-management") for server in two_servers]
+
+    def attempt(i: int) -> dict[str, Any]:
+        r = clients[i % 2].post("/v1/otp/verify/otp-seeds", json=body)
+        assert r.status_code == 200, r.text
+        return dict(r.json()["data"])
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(attempt, range(50)))
+    finally:
+        for cl in clients:
+            cl.close()
     accepted = [r for r in results if r["valid"]]
     assert len(accepted) == 1
-    assert all(r["reason"] == "replayed" for r in results if not r["valid"])
+    # Every other one is a replay, which counts as a failure: after five the seed locks.
+    refused = [r["reason"] for r in results if not r["valid"]]
+    assert set(refused) <= {"replayed", "locked"}
+    assert "replayed" in refused
+
+
+def test_a_deactivated_seed_never_verifies_on_another_process(
+    two_servers: tuple[Server, Server],
+) -> None:
+    first, second = two_servers
+    with first.client("token-management") as a, second.client("token-management") as b:
+        blob, provisioning, serial = _create(a, kind="hotp")
+        hotp = pyotp.parse_uri(provisioning["otpauth_uri"])
+        assert isinstance(hotp, pyotp.HOTP)
+        assert _verify(b, blob, serial, hotp.at(0)).json()["data"]["valid"] is True
+        r = a.post("/v1/otp/seeds/otp-seeds/deactivate", json={"encrypted_seed": blob})
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["deactivated"] is True
+        # At once, on the other process (both of its workers), whatever the code.
+        for n in range(1, 7):
+            assert _verify(b, blob, serial, hotp.at(n)).json()["data"] == {
+                "valid": False,
+                "reason": "deactivated",
+            }
+        state = b.post("/v1/otp/seeds/otp-seeds/state", json={"encrypted_seed": blob})
+        assert state.json()["data"]["deactivated"] is True
+        assert (
+            b.post("/v1/otp/seeds/otp-seeds/unlock", json={"encrypted_seed": blob}).status_code
+            == 400
+        )
+        resync = b.post(
+            "/v1/otp/seeds/otp-seeds/resync",
+            json={"encrypted_seed": blob, "otp": hotp.at(8), "next_otp": hotp.at(9)},
+        )
+        assert resync.json()["data"] == {"valid": False, "reason": "deactivated"}

@@ -73,6 +73,10 @@ def test_every_vault_key_is_sensitive_and_never_extractable(runtime, settings) -
         assert f"vault:objects-{kind}:v1:hmac" in labels  # Transit's HMAC key per version
     assert "vault:objects-otp-seed:v1:wrap" in labels
     assert "vault:objects-otp-seed:v1:bind" in labels
+    # The OTP wrap key cannot encrypt or decrypt raw data (with AES-ECB decryption a KEK is
+    # an unwrap oracle on the host): it wraps and unwraps, nothing else.
+    wrap = next(o for o in secrets_ if o.get("label") == "vault:objects-otp-seed:v1:wrap")
+    assert wrap.get("usage") == "wrap, unwrap", wrap
     assert secrets_, "no key objects found"
     for obj in secrets_:
         assert obj.get("label", "").startswith("vault:"), obj
@@ -112,14 +116,12 @@ def test_an_unwrapped_seed_is_sensitive_and_not_extractable(runtime) -> None:  #
     """Look at the object verification uses, with the template verification uses."""
     from pkcs11 import Attribute
 
-    from hsm._ops import _SEED_FOR_MAC
-
     key = runtime.registry.get_sync("otp-seeds")
     wrap_id = key.version_to_use().object_id("wrap")
 
     def job(ops):  # type: ignore[no-untyped-def]
         wrapped = ops.seed_import(wrap_id, os.urandom(20))
-        obj = ops._unwrap_seed(wrap_id, wrapped, _SEED_FOR_MAC)
+        obj = ops._unwrap_seed(wrap_id, wrapped)
         try:
             return (
                 bool(obj[Attribute.SENSITIVE]),

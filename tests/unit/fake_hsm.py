@@ -47,7 +47,7 @@ class FakeOps:
         if key_id in self.store:
             raise ValueError(f"an object with id {key_id.hex()} already exists")
         secret: Any
-        if spec in (KeySpec.AES256, KeySpec.HMAC256, KeySpec.HMAC512):
+        if not spec.asymmetric:
             secret = os.urandom(32)
         elif spec is KeySpec.EC_P256:
             secret = ec.generate_private_key(ec.SECP256R1())
@@ -105,7 +105,7 @@ class FakeOps:
             raise AuthenticationFailed() from None
 
     def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
-        secret = self._secret(key_id, KeySpec.HMAC256, KeySpec.HMAC512)
+        secret = self._secret(key_id, KeySpec.HMAC256, KeySpec.HMAC512, KeySpec.OTP_BIND)
         return hmac.new(secret, data, algorithm.value).digest()
 
     def public_key_der(self, key_id: bytes) -> bytes:

@@ -105,8 +105,8 @@ def test_otp_seed_key_has_a_wrap_and_a_bind_object(registry: KeyRegistry, hsm: F
         hsm_id + b"wrap": "vault:otp-seeds:v1:wrap",
         hsm_id + b"bind": "vault:otp-seeds:v1:bind",
     }
-    assert hsm.ops.store[hsm_id + b"wrap"].spec is KeySpec.AES256
-    assert hsm.ops.store[hsm_id + b"bind"].spec is KeySpec.HMAC256
+    assert hsm.ops.store[hsm_id + b"wrap"].spec is KeySpec.OTP_WRAP
+    assert hsm.ops.store[hsm_id + b"bind"].spec is KeySpec.OTP_BIND
 
 
 def test_create_refuses_unknown_type_without_touching_the_hsm(
@@ -133,7 +133,7 @@ def test_create_refuses_rotation_period_under_an_hour(registry: KeyRegistry) -> 
 def test_a_failed_create_leaves_no_object_and_no_row(registry: KeyRegistry, hsm: FakeHsm) -> None:
     class BindFails(FakeOps):
         def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
-            if spec is KeySpec.HMAC256:
+            if spec is KeySpec.OTP_BIND:
                 raise HsmUnavailable()
             super().generate(spec, key_id, label)
 

@@ -126,9 +126,8 @@ CONTRACT: dict[str, list[tuple[str, set[str]]]] = {
     "transit-conformance": [("conformance-*", TRANSIT)],
 }
 # Granted by policies/services.toml beyond the contract's table (see the report to the lead):
-# seed rotation needs rewrap on otp-seeds; digest/seal/open are newer payout operations.
+# digest/seal/open are newer payout operations.
 POLICY_EXTRAS: dict[str, list[tuple[str, set[str]]]] = {
-    "token-management": [("otp-seeds", {"rewrap"})],
     "payout-gateway": [("payout-*", {"digest", "seal", "open"})],
 }
 PROBE_KEYS = [*KEYS, "conformance-abc", "payout-other", "other-key", "payout", "xpayout-a"]

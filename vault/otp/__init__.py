@@ -12,8 +12,10 @@ from vault.otp._hotp import counter_message, truncate
 from vault.otp._ocra import OcraSuite, QuestionFormat, ocra_message
 from vault.otp._plan import (
     ALGORITHMS,
+    DEFAULT_RESYNC_WINDOW,
     MAX_HOTP_WINDOW,
     MAX_PERIOD,
+    MAX_RESYNC_WINDOW,
     MAX_TOTP_WINDOW,
     Candidate,
     OtpKind,
@@ -21,16 +23,20 @@ from vault.otp._plan import (
     check_code,
     is_code,
     match,
+    match_consecutive,
     plan_hotp,
     plan_ocra,
+    plan_resync,
     plan_totp,
 )
 from vault.otp._totp import time_step
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_RESYNC_WINDOW",
     "MAX_HOTP_WINDOW",
     "MAX_PERIOD",
+    "MAX_RESYNC_WINDOW",
     "MAX_TOTP_WINDOW",
     "Candidate",
     "OcraSuite",
@@ -42,9 +48,11 @@ __all__ = [
     "counter_message",
     "is_code",
     "match",
+    "match_consecutive",
     "ocra_message",
     "plan_hotp",
     "plan_ocra",
+    "plan_resync",
     "plan_totp",
     "time_step",
     "truncate",

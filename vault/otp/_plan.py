@@ -28,6 +28,10 @@ MAX_PERIOD = 300
 # step" of network delay, widened to cover drifting clocks.
 MAX_HOTP_WINDOW = 100
 MAX_TOTP_WINDOW = 10
+# RFC 4226 §7.4: resynchronisation looks further ahead than verification ("s" is larger than
+# the look-ahead), because two consecutive codes are needed to move the counter.
+DEFAULT_RESYNC_WINDOW = 100
+MAX_RESYNC_WINDOW = 1000
 
 
 class OtpKind(enum.Enum):
@@ -67,6 +71,34 @@ def plan_hotp(*, counter: int, window: int, digits: int, algorithm: str) -> Veri
     last = min(counter + window, COUNTER_MAX)
     candidates = tuple(Candidate(c, counter_message(c)) for c in range(counter, last + 1))
     return VerifyPlan(algorithm, digits, candidates)
+
+
+def plan_resync(*, counter: int, window: int, digits: int, algorithm: str) -> VerifyPlan:
+    """Counters ``counter`` .. ``counter + window + 1``: every pair of consecutive counters
+    whose first one is within ``window`` of ``counter`` (RFC 4226 §7.4)."""
+    algorithm = _check_algorithm(algorithm)
+    _check_digits(digits, MIN_HOTP_DIGITS)
+    _check_window(window, MAX_RESYNC_WINDOW)
+    counter_message(counter)
+    last = min(counter + window + 1, COUNTER_MAX)
+    candidates = tuple(Candidate(c, counter_message(c)) for c in range(counter, last + 1))
+    return VerifyPlan(algorithm, digits, candidates)
+
+
+def match_consecutive(
+    plan: VerifyPlan, macs: Sequence[bytes], otp: str, next_otp: str
+) -> Candidate | None:
+    """The lowest candidate whose MAC truncates to ``otp`` while the next one's truncates to
+    ``next_otp``; every comparison is made, in constant time."""
+    if len(macs) != len(plan.candidates):
+        raise ValueError(f"{len(macs)} MACs for {len(plan.candidates)} candidates")
+    first, second = check_code(plan, otp), check_code(plan, next_otp)
+    found: Candidate | None = None
+    for i in range(len(macs) - 1):
+        pair = is_code(plan, macs[i], first) & is_code(plan, macs[i + 1], second)
+        if pair and found is None:
+            found = plan.candidates[i]
+    return found
 
 
 def plan_totp(

@@ -34,7 +34,7 @@ from vault.otp._plan import MAX_PERIOD, MIN_HOTP_DIGITS, OtpKind
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
-__all__ = ["PskcKey", "parse_pskc"]
+__all__ = ["MAX_KEY_PACKAGES", "PskcKey", "parse_pskc"]
 
 _PSKC = "urn:ietf:params:xml:ns:keyprov:pskc"
 _XENC = "http://www.w3.org/2001/04/xmlenc#"
@@ -57,6 +57,8 @@ _MAC_HASHES = {
 }
 _SUITE_HASHES = {"HMAC-SHA1": "sha1", "HMAC-SHA256": "sha256", "HMAC-SHA512": "sha512"}
 _AES_BLOCK = 16
+# Each key costs HSM work and a ledger row, all in one request: a file of more is split.
+MAX_KEY_PACKAGES = 1000
 _DEFAULT_DIGITS = 6
 _DEFAULT_PERIOD = 30  # RFC 6238 §5.2
 
@@ -86,9 +88,12 @@ def parse_pskc(document: bytes | str, *, preshared_key: bytes | None = None) -> 
         raise _error("the document is not a PSKC KeyContainer (RFC 6030 namespace)")
     if root.get("Version") != "1.0":
         raise _error("only PSKC version 1.0 is supported")
+    packages = root.findall("pskc:KeyPackage", _NS)
+    if len(packages) > MAX_KEY_PACKAGES:
+        raise _error(f"at most {MAX_KEY_PACKAGES} KeyPackages per import; split the file")
     protection = _Protection.of(root, preshared_key)
     keys = []
-    for number, package in enumerate(root.findall("pskc:KeyPackage", _NS), start=1):
+    for number, package in enumerate(packages, start=1):
         key = _read_package(package, protection, f"KeyPackage {number}")
         if key is not None:
             keys.append(key)

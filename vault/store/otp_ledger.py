@@ -1,8 +1,10 @@
-"""The replay ledger: per seed, the last accepted position and the consecutive failures.
+"""The replay ledger: per seed, the last accepted position, the consecutive failures, and
+whether the seed was deactivated for good.
 
 Acceptance is one conditional ``UPDATE ... WHERE last_position < :position``: of any number
 of racing requests, on any number of replicas sharing the database, exactly one moves the
-position, and only that one is told ``valid``.
+position, and only that one is told ``valid``. Every statement that lets a code through also
+requires ``deactivated_at IS NULL``, so a deactivation committed on one replica holds on all.
 
 The statements are built once: building a SQLAlchemy statement per call costs far more
 than running it.
@@ -14,7 +16,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +24,15 @@ from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from vault.errors import StoreUnavailable
+from vault.errors import BadRequest, StoreUnavailable
 from vault.store import Prepared
 from vault.store.tables import otp_ledger
 
 log = logging.getLogger("vault.otp")
 _T = otp_ledger
+
+# ``last_position`` is a signed 64-bit BIGINT: the positions the ledger can record.
+MAX_POSITION = 2**63 - 1
 
 
 class Outcome(enum.Enum):
@@ -35,6 +40,7 @@ class Outcome(enum.Enum):
     REPLAYED = "replayed"
     LOCKED = "locked"
     MISMATCH = "mismatch"
+    DEACTIVATED = "deactivated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,10 @@ class LedgerState:
     last_position: int
     failures: int
     locked_until: float
+    deactivated_at: float | None = None
+
+    def locked(self, now: float) -> bool:
+        return self.locked_until > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,24 +60,28 @@ class LockoutPolicy:
     lockout_seconds: int = 300
 
 
+_ACTIVE = _T.c.deactivated_at.is_(None)
 _ADVANCE = (
     update(_T)
     .where(
         _T.c.seed_id == bindparam("b_seed"),
         _T.c.last_position < bindparam("b_position"),
         _T.c.locked_until <= bindparam("b_now"),
+        _ACTIVE,
     )
     .values(last_position=bindparam("b_position"), failures=0, updated_at=bindparam("b_now"))
 )
-# OCRA without counter or time: no order to keep, only the lock and the failure count.
-_SUCCEED = (
+# OCRA without counter or time: nothing tells a fresh response from a replayed one, so an
+# acceptance checks the lock and never resets the failure count (else guesses alternating
+# with one known-good response would never lock the seed).
+_ADMIT = (
     update(_T)
-    .where(_T.c.seed_id == bindparam("b_seed"), _T.c.locked_until <= bindparam("b_now"))
-    .values(failures=0, updated_at=bindparam("b_now"))
+    .where(_T.c.seed_id == bindparam("b_seed"), _T.c.locked_until <= bindparam("b_now"), _ACTIVE)
+    .values(updated_at=bindparam("b_now"))
 )
 _FAIL = (
     update(_T)
-    .where(_T.c.seed_id == bindparam("b_seed"), _T.c.locked_until <= bindparam("b_now"))
+    .where(_T.c.seed_id == bindparam("b_seed"), _T.c.locked_until <= bindparam("b_now"), _ACTIVE)
     .values(
         failures=_T.c.failures + 1,
         locked_until=case(
@@ -77,7 +91,17 @@ _FAIL = (
         updated_at=bindparam("b_now"),
     )
 )
-_STATE = select(_T.c.last_position, _T.c.failures, _T.c.locked_until).where(
+_UNLOCK = (
+    update(_T)
+    .where(_T.c.seed_id == bindparam("b_seed"), _ACTIVE)
+    .values(failures=0, locked_until=0.0, updated_at=bindparam("b_now"))
+)
+_DEACTIVATE = (
+    update(_T)
+    .where(_T.c.seed_id == bindparam("b_seed"), _ACTIVE)
+    .values(deactivated_at=bindparam("b_now"), updated_at=bindparam("b_now"))
+)
+_STATE = select(_T.c.last_position, _T.c.failures, _T.c.locked_until, _T.c.deactivated_at).where(
     _T.c.seed_id == bindparam("b_seed")
 )
 _CREATE = insert(_T).values(
@@ -87,7 +111,17 @@ _CREATE = insert(_T).values(
     failures=bindparam("b_failures"),
     locked_until=bindparam("b_until"),
     updated_at=bindparam("b_now"),
+    deactivated_at=bindparam("b_deactivated"),
 )
+
+
+def _blocked(row: Any, now: float) -> Outcome | None:
+    """Why a seed takes no code at all now, if it does not."""
+    if row[3] is not None:
+        return Outcome.DEACTIVATED
+    if row[2] > now:
+        return Outcome.LOCKED
+    return None
 
 
 class ReplayLedger:
@@ -98,8 +132,10 @@ class ReplayLedger:
         assert dbapi is not None
         self._dbapi = dbapi
         self._advance = Prepared(_ADVANCE, engine)
-        self._succeed = Prepared(_SUCCEED, engine)
+        self._admit = Prepared(_ADMIT, engine)
         self._fail = Prepared(_FAIL, engine)
+        self._unlock = Prepared(_UNLOCK, engine)
+        self._deactivate = Prepared(_DEACTIVATE, engine)
         self._state = Prepared(_STATE, engine)
         self._create = Prepared(_CREATE, engine)
         # SQLite has one writer at a time: threads of one process queue here rather than
@@ -109,50 +145,81 @@ class ReplayLedger:
         self._own: Any = None
 
     def state(self, seed_id: bytes) -> LedgerState | None:
-        row = self._run(lambda cur: self._row(cur, {"b_seed": seed_id}), write=False)
-        return None if row is None else LedgerState(row[0], row[1], row[2])
+        row = self._run(lambda cur: self._row(cur, seed_id), write=False)
+        return None if row is None else LedgerState(*row)
 
-    def _row(self, cur: Any, values: dict[str, Any]) -> Any:
-        cur.execute(self._state.sql, self._state.params(values))
+    def _row(self, cur: Any, seed_id: bytes) -> Any:
+        cur.execute(self._state.sql, self._state.params({"b_seed": seed_id}))
         return cur.fetchone()
+
+    def _insert(self, cur: Any, seed_id: bytes, key_name: str, now: float, **row: Any) -> None:
+        values = {
+            "b_seed": seed_id,
+            "b_key": key_name,
+            "b_now": now,
+            "b_position": row.get("position", -1),
+            "b_failures": row.get("failures", 0),
+            "b_until": row.get("locked_until", 0.0),
+            "b_deactivated": row.get("deactivated_at"),
+        }
+        cur.execute(self._create.sql, self._create.params(values))
+
+    def _count_failure(self, cur: Any, seed_id: bytes, now: float) -> int:
+        values = {
+            "b_seed": seed_id,
+            "b_now": now,
+            "b_limit": self._policy.max_failures,
+            "b_until": now + self._policy.lockout_seconds,
+        }
+        cur.execute(self._fail.sql, self._fail.params(values))
+        return int(cur.rowcount)
 
     def accept(
         self, seed_id: bytes, key_name: str, position: int | None, now: float | None = None
     ) -> Outcome:
-        """Move the seed's position to ``position`` if it is ahead and the seed not locked.
+        """Move the seed's position to ``position`` if it is ahead and the seed neither locked
+        nor deactivated. A replay (a position not ahead) counts as a failure.
 
         ``position=None`` is for OCRA suites with neither counter nor time: nothing orders
         their responses (the challenge's uniqueness is the caller's), so only the lock and
-        the failure count apply.
+        deactivation apply, and the failure count is left as it is.
         """
         now = time.time() if now is None else now
+        if position is not None and not 0 <= position <= MAX_POSITION:
+            raise BadRequest("counter must be between 0 and 2^63-1")
         values: dict[str, Any] = {
             "b_seed": seed_id,
             "b_now": now,
             "b_position": -1 if position is None else position,
-            "b_key": key_name,
-            "b_failures": 0,
-            "b_until": 0.0,
         }
-        statement = self._succeed if position is None else self._advance
-        # A replay or a locked seed is answered from a read: no write lock is taken, so a
-        # flood of replays cannot slow down the verifications that do move a position.
-        seen = self._run(lambda cur: self._row(cur, values), write=False)
+        statement = self._admit if position is None else self._advance
+        # A locked or deactivated seed is answered from a read: no write lock is taken, so a
+        # flood of them cannot slow down the verifications that do move a position; a replay
+        # seen in the read costs one UPDATE.
+        seen = self._run(lambda cur: self._row(cur, seed_id), write=False)
         if seen is not None:
-            if seen[2] > now:
-                return Outcome.LOCKED
+            blocked = _blocked(seen, now)
+            if blocked is not None:
+                return blocked
             if position is not None and seen[0] >= position:
+                # Positions only grow: a replay now stays one. It is a failed attempt.
+                self._run(lambda cur: self._count_failure(cur, seed_id, now), write=True)
                 return Outcome.REPLAYED
 
         def write(cur: Any) -> Outcome:
             cur.execute(statement.sql, statement.params(values))
             if cur.rowcount == 1:
                 return Outcome.ACCEPTED
-            row = self._row(cur, values)
-            if row is not None:
-                return Outcome.LOCKED if row[2] > now else Outcome.REPLAYED
-            cur.execute(self._create.sql, self._create.params(values))
-            return Outcome.ACCEPTED
+            row = self._row(cur, seed_id)
+            if row is None:
+                self._insert(cur, seed_id, key_name, now, position=values["b_position"])
+                return Outcome.ACCEPTED
+            blocked = _blocked(row, now)
+            if blocked is not None:
+                return blocked
+            # Not ahead of the last accepted position: a replayed code is a failed attempt.
+            self._count_failure(cur, seed_id, now)
+            return Outcome.REPLAYED
 
         return self._run(write, write=True)  # type: ignore[no-any-return]
 
@@ -160,27 +227,63 @@ class ReplayLedger:
         """Count a failure; past the policy's limit the seed is locked for the cool-down."""
         now = time.time() if now is None else now
         limit, cool = self._policy.max_failures, self._policy.lockout_seconds
-        values: dict[str, Any] = {
-            "b_seed": seed_id,
-            "b_now": now,
-            "b_limit": limit,
-            "b_until": now + cool,
-            "b_key": key_name,
-            "b_position": -1,
-            "b_failures": 1,
-        }
 
         def write(cur: Any) -> Outcome:
-            cur.execute(self._fail.sql, self._fail.params(values))
-            if cur.rowcount == 1:
+            if self._count_failure(cur, seed_id, now) == 1:
                 return Outcome.MISMATCH
-            if self._row(cur, values) is not None:
-                return Outcome.LOCKED
-            created = dict(values, b_until=now + cool if limit <= 1 else 0.0)
-            cur.execute(self._create.sql, self._create.params(created))
+            row = self._row(cur, seed_id)
+            if row is not None:
+                return _blocked(row, now) or Outcome.LOCKED
+            until = now + cool if limit <= 1 else 0.0
+            self._insert(cur, seed_id, key_name, now, failures=1, locked_until=until)
             return Outcome.MISMATCH
 
         return self._run(write, write=True)  # type: ignore[no-any-return]
+
+    def unlock(self, seed_id: bytes, now: float | None = None) -> LedgerState | None:
+        """Clear the failure count and any lock (never a deactivation); the state after."""
+        now = time.time() if now is None else now
+
+        def write(cur: Any) -> Any:
+            cur.execute(self._unlock.sql, self._unlock.params({"b_seed": seed_id, "b_now": now}))
+            return self._row(cur, seed_id)
+
+        row = self._run(write, write=True)
+        return None if row is None else LedgerState(*row)
+
+    def deactivate(self, seed_id: bytes, key_name: str, now: float | None = None) -> LedgerState:
+        """Deactivate the seed for good (idempotent: a second call keeps the first time)."""
+        now = time.time() if now is None else now
+
+        def write(cur: Any) -> Any:
+            params = self._deactivate.params({"b_seed": seed_id, "b_now": now})
+            cur.execute(self._deactivate.sql, params)
+            row = self._row(cur, seed_id)
+            if row is None:
+                self._insert(cur, seed_id, key_name, now, deactivated_at=now)
+                row = self._row(cur, seed_id)
+            return row
+
+        return LedgerState(*self._run(write, write=True))
+
+    def start(
+        self, seeds: Iterable[tuple[bytes, int]], key_name: str, now: float | None = None
+    ) -> None:
+        """Record, for new seeds, the last position another system accepted (an imported
+        token's counter), so that codes used there stay used here."""
+        now = time.time() if now is None else now
+        rows = [(seed_id, position) for seed_id, position in seeds]
+        for _, position in rows:
+            if not -1 <= position <= MAX_POSITION:
+                raise BadRequest("counter must be between 0 and 2^63")
+        if not rows:
+            return
+
+        def write(cur: Any) -> None:
+            for seed_id, position in rows:
+                self._insert(cur, seed_id, key_name, now, position=position)
+
+        self._run(write, write=True)
 
     def _run(self, body: Callable[[Any], Any], *, write: bool) -> Any:
         """One transaction on a pooled DB-API connection. A first-time row raced by another

@@ -54,7 +54,8 @@ nonce_prefixes = Table(
     Column("owner", String(128), nullable=False),
 )
 
-# One row per provisioned OTP seed: the last accepted position and the failure count.
+# One row per provisioned OTP seed: the last accepted position, the failure count, and
+# when the seed was deactivated for good (NULL while it is active).
 otp_ledger = Table(
     "otp_ledger",
     metadata,
@@ -64,6 +65,7 @@ otp_ledger = Table(
     Column("failures", Integer, nullable=False, default=0),
     Column("locked_until", Float, nullable=False, default=0.0),
     Column("updated_at", Float, nullable=False),
+    Column("deactivated_at", Float, nullable=True),
 )
 
 # Message ids of opened partner messages, kept until they could no longer pass the clock check.

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
-from api.app import create_app
-from tests.conftest import Unclosed, mint
+from tests.integration.otp.conftest import Clock
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 pytestmark = pytest.mark.hsm
@@ -25,33 +23,6 @@ pytestmark = pytest.mark.hsm
 
 def load(name: str) -> Any:
     return json.loads((VECTORS / name).read_text(encoding="utf-8"))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(scope="module")
-def client(settings, runtime, clock: Clock) -> Iterator[TestClient[Any]]:  # type: ignore[no-untyped-def]
-    # The session's runtime (one HSM login per process), with the vectors' clock.
-    app = create_app(settings, lambda _: Unclosed(runtime))
-    original = runtime.otp.clock
-    runtime.otp.clock = clock
-    try:
-        with TestClient(app) as c:
-            c.headers["X-Vault-Token"] = mint(settings, "token-management")
-            yield c
-    finally:
-        runtime.otp.clock = original
 
 
 def _import(client: TestClient[Any], serial: str, **params: Any) -> str:

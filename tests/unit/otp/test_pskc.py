@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap, aes_key_wrap_wi
 from otp_support import VECTORS
 
 from vault.otp import OcraSuite, OtpInputError, OtpKind
-from vault.otp.pskc import parse_pskc
+from vault.otp.pskc import MAX_KEY_PACKAGES, parse_pskc
 
 PLAIN = (VECTORS / "pskc-rfc6030-figure5-plain.xml").read_bytes()
 PROTECTED = (VECTORS / "pskc-rfc6030-figure6-psk-aes128cbc.xml").read_bytes()
@@ -241,6 +241,16 @@ def test_several_packages_keep_their_order() -> None:
     keys = parse_pskc(_container(packages))
     assert [k.serial for k in keys] == ["SN0", "SN1", "SN2"]
     assert [k.key_id for k in keys] == ["k-SN0", "k-SN1", "k-SN2"]
+
+
+def test_a_file_of_more_key_packages_than_the_cap_is_refused_whole() -> None:
+    def packages(count: int) -> str:
+        return _container(
+            "".join(_package(HOTP, _plain_secret(b"k" * 20), serial=f"SN{i}") for i in range(count))
+        )
+
+    assert len(parse_pskc(packages(MAX_KEY_PACKAGES))) == MAX_KEY_PACKAGES
+    assert f"at most {MAX_KEY_PACKAGES} KeyPackages" in _error(packages(MAX_KEY_PACKAGES + 1))
 
 
 @pytest.mark.parametrize(
