@@ -65,7 +65,14 @@ def test_every_route_answers_an_unexpected_error_alike(
     cases = all_routes(with_body=True) + all_routes(with_body=False)
     assert len(cases) >= 25
     # Every field some route requires, so that each body decodes and the handler runs.
-    body = {"token_serial": "T-1", "otp": "123456", "encrypted_seed": "x", "pskc": "x", "jwe": "x"}
+    body = {
+        "token_serial": "T-1",
+        "otp": "123456",
+        "next_otp": "123456",
+        "encrypted_seed": "x",
+        "pskc": "x",
+        "jwe": "x",
+    }
     for method, path, service in cases:
         token = mint(settings, service)
         r = exploding.request(method, path, headers={"X-Vault-Token": token}, json=body)
