@@ -173,6 +173,18 @@ def load_policies(directory: Path, var_dir: Path, *, require_keys: bool = True) 
     return policies
 
 
+def load_declared_keys(path: Path) -> dict[str, DeclaredKey]:
+    """The ``[keys]`` of one policy file (the officers' ``keys create --file``)."""
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+        return {name: _declared_key(name, spec) for name, spec in _table(doc, "keys").items()}
+    except OSError:
+        raise ConfigError(f"cannot read {path}") from None
+    except (tomllib.TOMLDecodeError, _PolicyFileError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def _merge(
     policies: Policies, doc: dict[str, Any], var_dir: Path, require_keys: bool, dev: list[str]
 ) -> None:

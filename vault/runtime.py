@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,13 +37,14 @@ from vault.transit import Transit
 log = logging.getLogger("vault")
 
 
-def open_runner(settings: Settings) -> JobRunner:
+def open_runner(settings: Settings, pin: Callable[[], str] | None = None) -> JobRunner:
     """The PKCS#11 runner for the configured module and token (the session opens in the
-    background; the PIN is read from its source each time it does)."""
+    background; the PIN is read from its source each time it does). ``pin``: another
+    credential than the service's (the officers' tool)."""
     import hsm  # noqa: PLC0415 - pkcs11 only in processes that use the HSM
 
     os.environ.setdefault("SOFTHSM2_CONF", str(settings.softhsm_conf))
-    return hsm.connect(settings.pkcs11_module, settings.token_label, settings.user_pin)
+    return hsm.connect(settings.pkcs11_module, settings.token_label, pin or settings.user_pin)
 
 
 @dataclass

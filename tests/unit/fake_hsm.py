@@ -132,7 +132,7 @@ class FakeHsm:
     async def run(self, job: Callable[[Any], T], *, calls: int = 1) -> T:
         return self.run_sync(job)
 
-    def run_sync(self, job: Callable[[Any], T]) -> T:
+    def run_sync(self, job: Callable[[Any], T], *, fresh: bool = False) -> T:
         if self._closed:
             raise HsmUnavailable()
         with self._lock:
