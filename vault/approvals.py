@@ -173,7 +173,7 @@ class DualControl:
         self.events.emit(
             LifecycleEvent(
                 "approval.request",
-                officer,
+                f"officer:{officer}",
                 key=_key_of(action),
                 details={"approval": pending.id, "action": action.describe()},
             )
@@ -193,7 +193,7 @@ class DualControl:
         self.events.emit(
             LifecycleEvent(
                 "approval.grant",
-                officer,
+                f"officer:{officer}",
                 key=_key_of(pending.action),
                 details={"approval": request_id, "action": pending.action.describe()},
             )

@@ -78,8 +78,10 @@ class KeyRegistry:
         events: EventSink | None = None,
         dual_control: DualControl | None = None,
         min_rotate_period: int = MIN_ROTATE_PERIOD,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.clock = clock  # when a version is made (automatic rotation counts from it)
         self.hsm = hsm
         self.events: EventSink = events or LogSink()
         self.dual_control = dual_control
@@ -380,7 +382,7 @@ class KeyRegistry:
                 raise
 
         self.hsm.run_sync(job)
-        return KeyVersion(number, hsm_id, time.time())
+        return KeyVersion(number, hsm_id, self.clock())
 
     def _destroy_objects(self, kind: KeyType, versions: list[KeyVersion]) -> None:
         def job(ops: HsmOps) -> None:

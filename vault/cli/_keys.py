@@ -226,6 +226,8 @@ def _plan_line(plan: Any, dry_run: bool) -> str:
     }
     verb = verbs[plan.outcome][0 if dry_run else 1]
     changes = ", ".join(f"{k}: {old} -> {new}" for k, (old, new) in plan.changes.items())
+    if plan.outcome == "create":
+        changes = str(plan.changes["type"][1])
     detail = plan.reason or changes
     return f"{verb}: {plan.name}" + (f" ({detail})" if detail else "")
 

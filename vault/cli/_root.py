@@ -21,6 +21,8 @@ def main(verbose: bool) -> None:
     Every command that changes something takes --dry-run.
     """
     logs.configure(logging.DEBUG if verbose else logging.INFO, json_lines=False)
+    if not verbose:  # the session's comings and goings are noise to an officer
+        logging.getLogger("hsm").setLevel(logging.WARNING)
 
 
 @main.command()
