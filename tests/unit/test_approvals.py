@@ -115,7 +115,7 @@ def test_two_distinct_officers_allow_the_action_once(world: World) -> None:
 def test_one_approval_is_not_enough(world: World) -> None:
     action = Action.delete_key("k")
     made = world.request(action)
-    with pytest.raises(Forbidden, match="approval .* has 1"):
+    with pytest.raises(Forbidden, match=r"approval .* has 1"):
         world.control.check(made, action)
 
 
@@ -147,7 +147,7 @@ def test_a_signature_by_another_key_is_refused(world: World) -> None:
 def test_an_approval_covers_exactly_its_action(world: World) -> None:
     made = world.approved(Action.trim_key("k", 2))
     for other in (Action.trim_key("k", 3), Action.trim_key("j", 2), Action.delete_key("k")):
-        with pytest.raises(Forbidden, match="is for key.trim k"):
+        with pytest.raises(Forbidden, match=r"is for key\.trim k"):
             world.control.check(made, other)
 
 
