@@ -478,7 +478,8 @@ def keys_rewrap(
             click.echo(f"dry run: would rewrap {name}'s ciphertexts to v{rewrapper.target}")
             return
         if in_path is not None and out_path is not None:
-            total = sum(1 for _ in in_path.open("rb"))
+            with in_path.open("rb") as counted:
+                total = sum(1 for _ in counted)
             with progress_bar(f"rewrap {name}", total) as advance:
                 summary = asyncio.run(
                     rewrap.rewrap_json_lines(
