@@ -348,7 +348,7 @@ def test_rewrap_a_table_killed_and_resumed(settings: Any, runtime: Any, tmp_path
     assert decrypted == [plaintexts[i] for i, _ in good]
 
 
-# -- reconcile ---------------------------------------------------------------------------------------
+# -- reconcile ---------------------------------------------------------------------------------
 
 
 def test_reconcile_finds_and_repairs_planted_drift(settings: Any, runtime: Any) -> None:
@@ -483,7 +483,7 @@ def test_the_conformance_dev_service_is_exempt_by_its_policy(server: Server) -> 
         assert c.delete(f"/v1/transit/keys/{name}").status_code == 204
 
 
-# -- the wrappers ------------------------------------------------------------------------------------
+# -- the wrappers -----------------------------------------------------------------------------
 
 
 def test_the_scripts_work_from_any_directory(settings: Any, tmp_path: Path) -> None:
