@@ -209,37 +209,29 @@ def _conformance_token(settings: Any) -> str:
 COUNT = 10_000
 
 
-def _encrypt_many(runtime: Any, name: str, plaintexts: list[bytes], ads: list[bytes]) -> list[str]:
-    async def run() -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(plaintexts), 1000):
-            items = [
-                EncryptItem(p, a)
-                for p, a in zip(plaintexts[i : i + 1000], ads[i : i + 1000], strict=True)
-            ]
-            for result in await runtime.transit.encrypt(name, items):
-                assert not isinstance(result, VaultError)
-                out.append(result.ciphertext)
-        return out
+def _in_thousands(items: list[Any], call: Any) -> list[Any]:
+    """``call`` (a transit batch operation) over ``items`` a thousand at a time."""
 
-    return asyncio.run(run())
-
-
-def _decrypt_many(runtime: Any, name: str, ciphertexts: list[str], ads: list[bytes]) -> list[bytes]:
-    async def run() -> list[bytes]:
-        runtime.registry.invalidate(name)
-        out: list[bytes] = []
-        for i in range(0, len(ciphertexts), 1000):
-            items = [
-                DecryptItem(c, a)
-                for c, a in zip(ciphertexts[i : i + 1000], ads[i : i + 1000], strict=True)
-            ]
-            for result in await runtime.transit.decrypt(name, items):
-                assert isinstance(result, bytes), result
+    async def run() -> list[Any]:
+        out: list[Any] = []
+        for i in range(0, len(items), 1000):
+            for result in await call(items[i : i + 1000]):
+                assert not isinstance(result, VaultError), result
                 out.append(result)
         return out
 
     return asyncio.run(run())
+
+
+def _encrypt_many(runtime: Any, name: str, plaintexts: list[bytes], ads: list[bytes]) -> list[str]:
+    items = [EncryptItem(p, a) for p, a in zip(plaintexts, ads, strict=True)]
+    return [r.ciphertext for r in _in_thousands(items, lambda b: runtime.transit.encrypt(name, b))]
+
+
+def _decrypt_many(runtime: Any, name: str, ciphertexts: list[str], ads: list[bytes]) -> list[bytes]:
+    runtime.registry.invalidate(name)
+    items = [DecryptItem(c, a) for c, a in zip(ciphertexts, ads, strict=True)]
+    return _in_thousands(items, lambda b: runtime.transit.decrypt(name, b))
 
 
 def _kill_when(proc: subprocess.Popen[str], done: Any, low: int) -> int:

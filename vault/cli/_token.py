@@ -17,6 +17,20 @@ from vault.errors import ConfigError
 from vault.events import LifecycleEvent, LogSink
 
 _PIN_FILE = click.Path(dir_okay=False, path_type=Path)
+_SO_PIN_FILE = click.option(
+    "--so-pin-file",
+    type=_PIN_FILE,
+    envvar="VAULT_SO_PIN_FILE",
+    help="Else $VAULT_SO_PIN or a prompt.",
+)
+_NEW_PIN_FILE = click.option(
+    "--new-pin-file", type=_PIN_FILE, help="The new PIN (else $VAULT_NEW_PIN or a prompt)."
+)
+_UPDATE_PIN_FILE = click.option(
+    "--update-pin-file",
+    is_flag=True,
+    help="Write the new user PIN to $VAULT_PIN_FILE, where the service reads it.",
+)
 
 
 @main.group()
@@ -49,12 +63,7 @@ def _record(kind: str, settings: Settings, role: str) -> None:
 
 @token.command("init")
 @click.option("--label", default=None, help="Token label (default $VAULT_TOKEN_LABEL).")
-@click.option(
-    "--so-pin-file",
-    type=_PIN_FILE,
-    envvar="VAULT_SO_PIN_FILE",
-    help="Else $VAULT_SO_PIN or a prompt.",
-)
+@_SO_PIN_FILE
 @click.option(
     "--pin-file", type=_PIN_FILE, envvar="VAULT_PIN_FILE", help="Else $VAULT_PIN or a prompt."
 )
@@ -92,14 +101,8 @@ def token_init(
     type=_PIN_FILE,
     help="The current PIN (else $VAULT_PIN/$VAULT_SO_PIN or a prompt).",
 )
-@click.option(
-    "--new-pin-file", type=_PIN_FILE, help="The new PIN (else $VAULT_NEW_PIN or a prompt)."
-)
-@click.option(
-    "--update-pin-file",
-    is_flag=True,
-    help="Write the new user PIN to $VAULT_PIN_FILE, where the service reads it.",
-)
+@_NEW_PIN_FILE
+@_UPDATE_PIN_FILE
 @dry_run_option
 @domain_errors
 def change_pin(
@@ -133,16 +136,9 @@ def change_pin(
 
 
 @token.command("reset-user-pin")
-@click.option(
-    "--so-pin-file",
-    type=_PIN_FILE,
-    envvar="VAULT_SO_PIN_FILE",
-    help="Else $VAULT_SO_PIN or a prompt.",
-)
-@click.option(
-    "--new-pin-file", type=_PIN_FILE, help="The new PIN (else $VAULT_NEW_PIN or a prompt)."
-)
-@click.option("--update-pin-file", is_flag=True, help="Write the new PIN to $VAULT_PIN_FILE.")
+@_SO_PIN_FILE
+@_NEW_PIN_FILE
+@_UPDATE_PIN_FILE
 @dry_run_option
 @domain_errors
 def reset_user_pin(
