@@ -82,6 +82,7 @@ class Call:
     operation: str | None = None
     key: str | None = None
     key_version: int | None = None
+    approval: str | None = None  # X-Vault-Approval: an approval request id (dual control)
     status: int = 0
     error: BaseException | None = None
 

@@ -18,6 +18,8 @@ counted), and a lifespan start-up touches neither the HSM nor the database.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -91,6 +93,19 @@ def _route_of(handler: HTTPRouteHandler) -> Route | None:
     return Route(handler.fn, spec, decoder, required)
 
 
+APPROVAL_HEADER = b"x-vault-approval"
+_APPROVAL_MAX = 64
+
+
+def approval_of(scope: Scope) -> str | None:
+    """``X-Vault-Approval``: the approval request that allows a key deletion, a trim or a
+    lowered ``min_decryption_version`` (vault/approvals.py)."""
+    for name, value in scope["headers"]:
+        if name == APPROVAL_HEADER and value:
+            return str(value[:_APPROVAL_MAX].decode("latin-1").strip())
+    return None
+
+
 def token_of(scope: Scope) -> str | None:
     """``X-Vault-Token`` (what Vault clients send) or ``Authorization: Bearer``."""
     bearer = None
@@ -153,6 +168,7 @@ class Gate:
         self._max_body = max_body
         self._stages = stages
         self._routes: dict[Any, Route | None] = {}
+        self._background: list[asyncio.Task[None]] = []
         self.vault: Vault | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -171,22 +187,34 @@ class Gate:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    self.vault = self._open_vault()
+                    self._vault()
                 except Exception as exc:
                     log.error("start-up failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self._stop_background()
                 if self.vault is not None:
                     self.vault.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     def _vault(self) -> Vault:
-        if self.vault is None:  # a server that sends no lifespan events
+        """The worker's vault, opened at start-up (or at the first request, for a server
+        that sends no lifespan events), with its background work (automatic rotation)."""
+        if self.vault is None:
             self.vault = self._open_vault()
+            self._background = [asyncio.create_task(c) for c in self.vault.background()]
         return self.vault
+
+    async def _stop_background(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=5)
+        self._background = []
 
     # -- one request -----------------------------------------------------------------------
 
@@ -242,6 +270,7 @@ class Gate:
         if not spec.public:
             principal = call.vault.authenticator.authenticate(token_of(scope))
             call.principal = principal
+            call.approval = approval_of(scope)
             call.operation = spec.operation_for(params)
             key = params.get(spec.key) if spec.key is not None else None
             call.key = key if isinstance(key, str) else None

@@ -36,6 +36,11 @@ class ConfigKey(Struct, kw_only=True):
     allow_plaintext_backup: bool | None = None
 
 
+class TrimKey(Struct, kw_only=True):
+    # Any integer: the domain answers a negative or zero one in Vault's words.
+    min_available_version: StatusCode | None = None
+
+
 class _Item(Struct, kw_only=True):
     ciphertext: B64 | None = None
     associated_data: B64 | None = None

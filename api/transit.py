@@ -30,6 +30,7 @@ from api.schemas import (
     Plaintext,
     RandomBody,
     RandomBytes,
+    TrimKey,
 )
 from hsm import HsmOps
 from vault.encoding import b64decode, b64encode
@@ -39,6 +40,7 @@ from vault.hashing import hash_sum
 from vault.keys import Key, validate_name
 from vault.keytypes import key_type
 from vault.otp.service import SEEDS_NOT_REWRAPPABLE
+from vault.registry import Authority
 from vault.runtime import Vault
 from vault.transit import DecryptItem
 from vault.transit import Encrypted as EncryptedItem
@@ -93,7 +95,7 @@ async def key_view(vault: Vault, key: Key) -> dict[str, Any]:
     view.update(
         {
             "latest_version": key.latest_version,
-            "min_available_version": 0,
+            "min_available_version": key.min_available_version,
             "min_decryption_version": key.min_decryption_version,
             "min_encryption_version": key.min_encryption_version,
             "name": key.name,
@@ -105,6 +107,13 @@ async def key_view(vault: Vault, key: Key) -> dict[str, Any]:
         }
     )
     return view
+
+
+def authority(call: Call) -> Authority:
+    """The calling service as the author of a key change, with the approval it presents
+    (``X-Vault-Approval``); a dev service with ``dual_control = false`` needs none."""
+    service = call.caller.service
+    return Authority(f"service:{service.name}", call.approval, exempt=not service.dual_control)
 
 
 def _decoded(value: str | msgspec.UnsetType | None, field: str) -> bytes:
@@ -210,7 +219,7 @@ async def _key_or_upsert(call: Call, name: str, type_name: str | None) -> None:
         kind = type_name or "aes256-gcm96"
         if not key_type(kind).encryption:
             raise BadRequest(f"unknown key type {kind}") from None
-        await vault.registry.call(vault.registry.create_sync, name, kind)
+        await vault.registry.call(vault.registry.create_sync, name, kind, by=authority(call))
 
 
 class TransitController(Controller):
@@ -234,6 +243,7 @@ class TransitController(Controller):
             name,
             body.type or "aes256-gcm96",
             body.auto_rotate_period or 0,
+            by=authority(call),
         )
         return ok(await key_view(vault, key))
 
@@ -254,7 +264,7 @@ class TransitController(Controller):
     @post("/keys/{name:str}/rotate", opt=route("rotate"), responses=answers(KeyInfo))
     async def rotate_key(self, call: CallParam, name: FromPath[str]) -> Reply:
         vault = call.vault
-        key = await vault.registry.call(vault.registry.rotate_sync, name)
+        key = await vault.registry.call(vault.registry.rotate_sync, name, by=authority(call))
         call.key_version = key.latest_version
         return ok(await key_view(vault, key))
 
@@ -273,13 +283,32 @@ class TransitController(Controller):
             min_encryption_version=body.min_encryption_version,
             deletion_allowed=body.deletion_allowed,
             auto_rotate_period=body.auto_rotate_period,
+            by=authority(call),
         )
+        return ok(await key_view(vault, key))
+
+    @post("/keys/{name:str}/trim", opt=route("trim"), responses=answers(KeyInfo))
+    async def trim_key(
+        self, call: CallParam, name: FromPath[str], data: JSONBody[TrimKey | None] = None
+    ) -> Reply:
+        """Vault's trim: destroy the versions below ``min_available_version`` (their HSM
+        objects too). Needs two officers' approval (``X-Vault-Approval``)."""
+        vault = call.vault
+        body = data or TrimKey()
+        try:
+            key, _ = await vault.registry.call(
+                vault.registry.trim_sync, name, body.min_available_version, by=authority(call)
+            )
+        except NotFound:
+            # Vault answers an unknown key's trim with 400 "invalid key name" (not 404).
+            raise BadRequest("invalid key name") from None
         return ok(await key_view(vault, key))
 
     @delete("/keys/{name:str}", opt=route("delete"), status_code=204)
     async def delete_key(self, call: CallParam, name: FromPath[str]) -> None:
+        """Needs ``deletion_allowed`` and two officers' approval (``X-Vault-Approval``)."""
         vault = call.vault
-        await vault.registry.call(vault.registry.delete_sync, name)
+        await vault.registry.call(vault.registry.delete_sync, name, by=authority(call))
 
     # -- encryption ------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ __all__ = [
     "connect",
     "errors",
     "init_token",
+    "reset_user_pin",
+    "set_pin",
     "token_exists",
 ]
 
@@ -61,6 +63,29 @@ def init_token(module_path: str, label: str, so_pin: str, user_pin: str) -> None
     from hsm._init_token import init_token as run  # noqa: PLC0415
 
     run(module_path, label, so_pin, user_pin)
+
+
+def set_pin(module_path: str, label: str, old_pin: str, new_pin: str, *, so: bool = False) -> None:
+    """Change the user's (or the security officer's) PIN, logged in with the current one."""
+    from hsm._init_token import set_pin as run  # noqa: PLC0415
+
+    _translated(lambda: run(module_path, label, old_pin, new_pin, so=so))
+
+
+def reset_user_pin(module_path: str, label: str, so_pin: str, new_pin: str) -> None:
+    """The security officer sets a new user PIN (``C_InitPIN``)."""
+    from hsm._init_token import reset_user_pin as run  # noqa: PLC0415
+
+    _translated(lambda: run(module_path, label, so_pin, new_pin))
+
+
+def _translated(fn: Callable[[], None]) -> None:
+    from hsm._errors import PKCS11Error, translate  # noqa: PLC0415
+
+    try:
+        fn()
+    except PKCS11Error as exc:
+        raise translate(exc) from None
 
 
 def token_exists(module_path: str, label: str) -> bool:

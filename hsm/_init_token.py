@@ -12,6 +12,7 @@ import ctypes
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pkcs11
 import pkcs11.exceptions as p11e
@@ -97,6 +98,30 @@ def init_token(module_path: str, label: str, so_pin: str, user_pin: str) -> None
     token = lib.get_token(token_label=label)
     with token.open(rw=True, so_pin=so_pin) as session:
         session.init_pin(user_pin)
+
+
+def set_pin(module_path: str, label: str, old_pin: str, new_pin: str, *, so: bool) -> None:
+    """``C_SetPIN`` for the user (or, with ``so``, the security officer), logged in as that
+    role with the current PIN."""
+    token = _token(module_path, label)
+    role = {"so_pin": old_pin} if so else {"user_pin": old_pin}
+    with token.open(rw=True, **role) as session:
+        session.set_pin(old_pin, new_pin)
+
+
+def reset_user_pin(module_path: str, label: str, so_pin: str, new_pin: str) -> None:
+    """``C_InitPIN``: the security officer sets a new user PIN (a forgotten or locked one)."""
+    with _token(module_path, label).open(rw=True, so_pin=so_pin) as session:
+        session.init_pin(new_pin)
+
+
+def _token(module_path: str, label: str) -> Any:
+    lib = pkcs11.lib(module_path)
+    lib.reinitialize()
+    try:
+        return lib.get_token(token_label=label)
+    except p11e.NoSuchToken:
+        raise ModuleUnusable(f"no token labelled {label!r}") from None
 
 
 def child_main() -> None:

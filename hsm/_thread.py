@@ -113,9 +113,12 @@ class HsmThread:
         self._queue.put((job, future, loop, calls))
         return await future
 
-    def run_sync(self, job: Callable[[HsmOps], T]) -> T:
-        """For threads that may block (CLI, database workers): wait for the lock, run here."""
+    def run_sync(self, job: Callable[[HsmOps], T], *, fresh: bool = False) -> T:
+        """For threads that may block (CLI, database workers): wait for the lock, run here.
+        ``fresh``: re-initialize the library first, so the token is read afresh."""
         with self._lock:
+            if fresh and self._ops is not None:
+                self._reload()
             ok, value = self._execute(job)
         if ok:
             return value  # type: ignore[no-any-return]

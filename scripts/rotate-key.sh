@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Rotate one key directly on the HSM and the database (a security officer's routine task).
-# The PIN comes from VAULT_PIN or VAULT_PIN_FILE, never from the command line.
-# usage: scripts/rotate-key.sh KEY_NAME
+# Rotate one key (a security officer's routine task). Who you are: $VAULT_OFFICER_KEY.
+# PINs come from the environment, a PIN file or a prompt, never the command line.
+# usage: scripts/rotate-key.sh KEY_NAME [--dry-run]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ "$#" -ne 1 ]; then
-  echo "usage: $0 KEY_NAME" >&2
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+if [ "$#" -lt 1 ]; then
+  echo "usage: $0 KEY_NAME [--dry-run]" >&2
   exit 2
 fi
-exec .venv/bin/hsm-vault keys rotate "$1"
+exec "$HSM_VAULT" keys rotate "$@"

@@ -33,7 +33,7 @@ slots.removable = false
 """
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -56,7 +56,7 @@ def ensure_pins(settings: Settings) -> None:
         if not path.exists() and not os.environ.get(
             "VAULT_PIN" if path == settings.pin_file else "VAULT_SO_PIN"
         ):
-            _write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
+            write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
 
 
 def ensure_token(settings: Settings) -> bool:
@@ -100,6 +100,39 @@ def load_dev_key(settings: Settings, service: str) -> ed25519.Ed25519PrivateKey:
     return key
 
 
+def _write_key_pair(private_path: Path, key: PrivateKeyTypes) -> None:
+    """The private key as PKCS#8 PEM (mode 0600) and its public half beside it (.pub.pem)."""
+    write_private(
+        private_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    private_path.with_suffix(".pub.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def dev_officer_key_path(settings: Settings, officer: str) -> Path:
+    return settings.var_dir / "dev-officers" / f"{officer}.pem"
+
+
+def ensure_dev_officers(settings: Settings) -> list[str]:
+    """An Ed25519 key pair per dev officer declared in policies/officers.toml."""
+    policies = load_policies(settings.policies_dir, settings.var_dir, require_keys=False)
+    written = []
+    for officer in policies.officers.values():
+        path = dev_officer_key_path(settings, officer.name)
+        if officer.dev and not path.exists():
+            _write_key_pair(path, ed25519.Ed25519PrivateKey.generate())
+            written.append(officer.name)
+    return written
+
+
 def ensure_dev_credentials(settings: Settings) -> list[str]:
     """A key pair per dev service (private PKCS#8 PEM, public PEM) and a fresh token each."""
     policies = load_policies(settings.policies_dir, settings.var_dir, require_keys=False)
@@ -107,27 +140,14 @@ def ensure_dev_credentials(settings: Settings) -> list[str]:
     for service in policies.dev_services:
         private_path = dev_key_path(settings, service)
         if not private_path.exists():
-            key = ed25519.Ed25519PrivateKey.generate()
-            _write_private(
-                private_path,
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ),
-            )
-            private_path.with_suffix(".pub.pem").write_bytes(
-                key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            )
+            _write_key_pair(private_path, ed25519.Ed25519PrivateKey.generate())
         token = mint_token(
             load_dev_key(settings, service),
             service,
             settings.jwt_audience,
             settings.dev_token_lifetime,
         )
-        _write_private(settings.var_dir / "dev-tokens" / f"{service}.jwt", token.encode())
+        write_private(settings.var_dir / "dev-tokens" / f"{service}.jwt", token.encode())
         written.append(service)
     return written
 
@@ -159,20 +179,7 @@ def ensure_dev_partners(settings: Settings) -> list[str]:
             if path.exists():
                 continue
             declared = policies.keys.get(our_key)
-            key = _dev_partner_key(declared.type if declared else "ecdsa-p256")
-            _write_private(
-                path,
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ),
-            )
-            path.with_suffix(".pub.pem").write_bytes(
-                key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            )
+            _write_key_pair(path, _dev_partner_key(declared.type if declared else "ecdsa-p256"))
             written.append(f"{partner.name}-{role}")
     return written
 
@@ -190,20 +197,22 @@ def bootstrap(settings: Settings) -> None:
         engine.dispose()
     ensure_dev_credentials(settings)
     ensure_dev_partners(settings)
+    ensure_dev_officers(settings)
     create_declared_keys(settings)
 
 
 def create_declared_keys(settings: Settings) -> list[str]:
+    """The keys of policies/keys.toml that do not exist yet (existing ones are left as they
+    are: ``hsm-vault keys create`` also brings their configuration in line)."""
+    from vault.registry import Authority  # noqa: PLC0415
     from vault.runtime import Vault  # noqa: PLC0415
 
     vault = Vault.open(settings)
     created = []
     try:
         for declared in vault.policies.keys.values():
-            _, new = vault.registry.create_sync(
-                declared.name, declared.type, declared.auto_rotate_period
-            )
-            if new:
+            if vault.registry.plan_declared(declared).outcome == "create":
+                vault.registry.apply_declared(declared, by=Authority("bootstrap"))
                 created.append(declared.name)
     finally:
         vault.close()

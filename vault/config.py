@@ -37,6 +37,17 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
+def _env_bounded(name: str, default: float, least: float, most: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{_PREFIX}{name} must be a number of seconds") from None
+    if not least <= value <= most:
+        raise ConfigError(f"{_PREFIX}{name} must be between {least:g} and {most:g} seconds")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name, "true" if default else "false").strip().lower()
     if raw not in ("true", "false", "1", "0", "yes", "no"):
@@ -69,6 +80,14 @@ class Settings:
     db_timeout: float = 5.0
     lean_dispatch: bool = True
     dev_token_lifetime: int = 24 * 3600
+    # Dual control: how long a request for two officers' approvals stays usable.
+    approval_ttl: float = 3600.0
+    # Automatic rotation: how often each worker looks for keys that are due (the one
+    # holding the lease rotates them), and the shortest auto_rotate_period a key may have.
+    # Vault's minimum is an hour; only tests lower it (VAULT_TEST_MIN_AUTO_ROTATE_PERIOD),
+    # and keys declared in policies/keys.toml keep the hour whatever it says.
+    auto_rotate_interval: float = 60.0
+    min_auto_rotate_period: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -131,4 +150,9 @@ def load_settings() -> Settings:
         hsm_timeout=_env_seconds("HSM_TIMEOUT", 5.0),
         db_timeout=_env_seconds("DB_TIMEOUT", 5.0),
         lean_dispatch=_env_bool("LEAN_DISPATCH", True),
+        approval_ttl=_env_bounded("APPROVAL_TTL", 3600.0, 60.0, 7 * 86400.0),
+        auto_rotate_interval=_env_bounded("AUTO_ROTATE_INTERVAL", 60.0, 0.05, 3600.0),
+        min_auto_rotate_period=int(
+            _env_bounded("TEST_MIN_AUTO_ROTATE_PERIOD", 3600.0, 1.0, 3600.0)
+        ),
     )

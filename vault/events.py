@@ -38,8 +38,13 @@ class LogSink:
     """Events as structured log lines."""
 
     def emit(self, event: LifecycleEvent) -> None:
+        subject = f" {event.key}" if event.key else ""
+        subject += f" v{event.version}" if event.version is not None else ""
         log.info(
-            "",
+            "%s%s by %s",
+            event.kind,
+            subject,
+            event.actor,
             extra={
                 "event": {
                     "kind": event.kind,

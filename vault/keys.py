@@ -51,33 +51,68 @@ class Key:
     created_at: float
     updated_at: float
     versions: dict[int, KeyVersion] = field(default_factory=dict)
+    # Vault's trim floor: versions below it no longer exist (rows and HSM objects are gone).
+    min_available_version: int = 0
 
     def version_to_use(self, requested: int | None = None) -> KeyVersion:
         """The version that encrypts, signs or MACs: the latest, or the one asked for if the
         configuration allows it (not below ``min_encryption_version``, and never one that
         could not be decrypted or verified again)."""
         version = requested if requested else self.latest_version
+        # The floors first: a trimmed version is "too old", not unknown (as in Vault).
+        if 0 < version < self.min_encryption_version:
+            raise KeyVersionUnavailable(f"key version {version} is below min_encryption_version")
+        if 0 < version < self.min_decryption_version:
+            raise KeyVersionUnavailable(f"key version {version} is below min_decryption_version")
         found = self.versions.get(version)
         if found is None:
             raise KeyVersionUnavailable(f"key version {version} does not exist")
-        if version < self.min_encryption_version:
-            raise KeyVersionUnavailable(f"key version {version} is below min_encryption_version")
-        if version < self.min_decryption_version:
-            raise KeyVersionUnavailable(f"key version {version} is below min_decryption_version")
         return found
 
     def version_to_check(self, version: int) -> KeyVersion:
         """The version a ciphertext, signature, MAC or seed names, if it may still be used
         (callers re-read a key whose ``latest_version`` is below it first: see
         ``KeyRegistry.get(newest=...)``)."""
-        found = self.versions.get(version)
-        if found is None:
-            raise KeyVersionUnavailable(f"key version {version} does not exist")
-        if version < self.min_decryption_version:
+        if 0 < version < self.min_decryption_version:
             raise KeyVersionUnavailable(
                 f"key version {version} is below min_decryption_version (too old)"
             )
+        found = self.versions.get(version)
+        if found is None:
+            raise KeyVersionUnavailable(f"key version {version} does not exist")
         return found
+
+    def trim_floor(self, floor: int | None) -> int:
+        """Check a new ``min_available_version`` as Vault does, in Vault's order and words
+        (docs/transit-reference.md; OpenBao's ``pathTrimUpdate``): never below the current
+        floor, and never above what ``min_encryption_version`` and ``min_decryption_version``
+        still need."""
+        if floor is None:
+            raise BadRequest("missing min_available_version")
+        if floor < self.min_available_version:
+            raise BadRequest("minimum available version cannot be decremented")
+        if self.min_encryption_version == 0:
+            raise BadRequest(
+                "minimum available version cannot be set when minimum encryption version is not set"
+            )
+        if self.min_decryption_version == 0:
+            raise BadRequest(
+                "minimum available version cannot be set when minimum decryption version is not set"
+            )
+        if floor > self.min_encryption_version:
+            # (sic) "minmum": Vault's own words, which clients may match.
+            raise BadRequest(
+                "minimum available version cannot be greater than minmum encryption version"
+            )
+        if floor > self.min_decryption_version:
+            raise BadRequest(
+                "minimum available version cannot be greater than minimum decryption version"
+            )
+        if floor < 0:
+            raise BadRequest("minimum available version cannot be negative")
+        if floor == 0:
+            raise BadRequest("minimum available version should be positive")
+        return floor
 
     def live_versions(self) -> list[KeyVersion]:
         """Every version that may still decrypt or verify, oldest first."""
@@ -90,9 +125,10 @@ def validate_name(name: str) -> str:
     return name
 
 
-def rotate_period(value: int | float | str) -> int:
+def rotate_period(value: int | float | str, minimum: int = MIN_ROTATE_PERIOD) -> int:
     """Seconds, or a duration such as ``"24h"``, ``"30m"``, ``"3600s"`` (Vault's forms); 0 is
-    off, anything else is at least an hour and fits the column."""
+    off, anything else is at least ``minimum`` (an hour, as Vault; only tests lower it, see
+    ``Settings.min_auto_rotate_period``) and fits the column."""
     seconds: float
     if isinstance(value, bool):
         raise BadRequest("auto_rotate_period must be seconds or a duration like '24h'")
@@ -104,11 +140,10 @@ def rotate_period(value: int | float | str) -> int:
             raise BadRequest("auto_rotate_period must be seconds or a duration like '24h'")
         number = value.strip().rstrip("smhd")
         seconds = float(number) * _DURATION_UNITS[match[2] or "s"]
-    if not math.isfinite(seconds) or not (
-        seconds == 0 or MIN_ROTATE_PERIOD <= seconds <= MAX_ROTATE_PERIOD
-    ):
+    if not math.isfinite(seconds) or not (seconds == 0 or minimum <= seconds <= MAX_ROTATE_PERIOD):
+        least = "one hour" if minimum == MIN_ROTATE_PERIOD else f"{minimum} seconds"
         raise BadRequest(
-            f"auto_rotate_period must be 0 (off) or at least one hour (at most "
+            f"auto_rotate_period must be 0 (off) or at least {least} (at most "
             f"{MAX_ROTATE_PERIOD} seconds)"
         )
     return int(seconds)

@@ -24,7 +24,7 @@ from vault.keys import KEY_NAME, MIN_ROTATE_PERIOD
 from vault.keytypes import KEY_TYPES
 
 # Operations a grant can name. "otp:*", "transit:*" and "*" are shorthands.
-TRANSIT_KEY_ADMIN = frozenset({"create", "read", "list", "rotate", "config", "delete"})
+TRANSIT_KEY_ADMIN = frozenset({"create", "read", "list", "rotate", "config", "trim", "delete"})
 TRANSIT_USE = frozenset(
     {
         "encrypt",
@@ -93,6 +93,9 @@ class Service:
     algorithm: str
     grants: tuple[Grant, ...]
     dev: bool = False
+    # False only for a dev service that runs Vault clients' own conformance tests: its key
+    # deletions, trims and lowered min_decryption_version need no officers' approval.
+    dual_control: bool = True
 
     def allows(self, operation: str, key: str | None) -> bool:
         return any(g.allows(operation, key) for g in self.grants)
@@ -106,6 +109,16 @@ class DeclaredKey:
     name: str
     type: str
     auto_rotate_period: int = 0
+    deletion_allowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Officer:
+    """A security officer: the public half of the key pair they sign approvals with."""
+
+    name: str
+    public_key: Any  # Ed25519 or EC P-256; None for a dev officer whose key is not made yet
+    dev: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +166,7 @@ class Policies:
     services: dict[str, Service] = field(default_factory=dict)
     keys: dict[str, DeclaredKey] = field(default_factory=dict)
     partners: dict[str, Partner] = field(default_factory=dict)
+    officers: dict[str, Officer] = field(default_factory=dict)
     dev_services: tuple[str, ...] = ()
     otp_max_failures: int = 5
     otp_lockout_seconds: int = 300
@@ -186,10 +200,22 @@ def load_policies(directory: Path, var_dir: Path, *, require_keys: bool = True) 
     return policies
 
 
+def load_declared_keys(path: Path) -> dict[str, DeclaredKey]:
+    """The ``[keys]`` of one policy file (the officers' ``keys create --file``)."""
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+        return {name: _declared_key(name, spec) for name, spec in _table(doc, "keys").items()}
+    except OSError:
+        raise ConfigError(f"cannot read {path}") from None
+    except (tomllib.TOMLDecodeError, _PolicyFileError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def _merge(
     policies: Policies, doc: dict[str, Any], var_dir: Path, require_keys: bool, dev: list[str]
 ) -> None:
-    unknown = set(doc) - {"services", "keys", "partners", "otp"}
+    unknown = set(doc) - {"services", "keys", "partners", "otp", "officers"}
     if unknown:
         raise _PolicyFileError(f"unknown section(s) {sorted(unknown)}")
     otp = _table(doc, "otp")
@@ -216,6 +242,10 @@ def _merge(
         if name in policies.partners:
             raise _PolicyFileError(f"partner {name!r} is declared twice")
         policies.partners[name] = _partner(name, spec, var_dir, require_keys)
+    for name, spec in _table(doc, "officers").items():
+        if name in policies.officers:
+            raise _PolicyFileError(f"officer {name!r} is declared twice")
+        policies.officers[name] = _officer(name, spec, var_dir, require_keys)
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -228,7 +258,7 @@ def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
 def _declared_key(name: str, spec: Any) -> DeclaredKey:
     if not isinstance(spec, dict) or not KEY_NAME.fullmatch(name):
         raise _PolicyFileError(f"key {name!r}: bad name or not a table")
-    extra = set(spec) - {"type", "auto_rotate_period"}
+    extra = set(spec) - {"type", "auto_rotate_period", "deletion_allowed"}
     if extra:
         raise _PolicyFileError(f"key {name!r}: unknown field(s) {sorted(extra)}")
     kind = spec.get("type")
@@ -244,7 +274,10 @@ def _declared_key(name: str, spec: Any) -> DeclaredKey:
         raise _PolicyFileError(
             f"key {name!r}: auto_rotate_period must be 0 or at least {MIN_ROTATE_PERIOD} seconds"
         )
-    return DeclaredKey(name, kind, period)
+    deletion_allowed = spec.get("deletion_allowed", False)
+    if not isinstance(deletion_allowed, bool):
+        raise _PolicyFileError(f"key {name!r}: deletion_allowed must be true or false")
+    return DeclaredKey(name, kind, period, deletion_allowed)
 
 
 def _expand(operations: Iterable[Any], where: str) -> frozenset[str]:
@@ -264,9 +297,16 @@ def _expand(operations: Iterable[Any], where: str) -> frozenset[str]:
 def _service(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Service:
     if not isinstance(spec, dict):
         raise _PolicyFileError(f"service {name!r} must be a table")
-    extra = set(spec) - {"public_key", "public_key_file", "grants", "dev"}
+    extra = set(spec) - {"public_key", "public_key_file", "grants", "dev", "dual_control"}
     if extra:
         raise _PolicyFileError(f"service {name!r}: unknown field(s) {sorted(extra)}")
+    dual_control = spec.get("dual_control", True)
+    if not isinstance(dual_control, bool):
+        raise _PolicyFileError(f"service {name!r}: dual_control must be true or false")
+    if not dual_control and spec.get("dev") is not True:
+        raise _PolicyFileError(
+            f"service {name!r}: only a dev service may be exempt from dual control"
+        )
     grants = []
     for i, g in enumerate(spec.get("grants", [])):
         where = f"service {name!r} grant {i + 1}"
@@ -276,8 +316,20 @@ def _service(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Service
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
             raise _PolicyFileError(f"{where}: keys must be a list of names or patterns")
         grants.append(Grant(tuple(keys), _expand(g.get("operations", []), where)))
-    public_key, algorithm = _public_key(name, spec, var_dir, require_keys)
-    return Service(name, public_key, algorithm, tuple(grants), bool(spec.get("dev", False)))
+    public_key, algorithm = _public_key(f"service {name!r}", spec, var_dir, require_keys)
+    return Service(
+        name, public_key, algorithm, tuple(grants), bool(spec.get("dev", False)), dual_control
+    )
+
+
+def _officer(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Officer:
+    if not isinstance(spec, dict) or not KEY_NAME.fullmatch(name):
+        raise _PolicyFileError(f"officer {name!r}: bad name or not a table")
+    extra = set(spec) - {"public_key", "public_key_file", "dev"}
+    if extra:
+        raise _PolicyFileError(f"officer {name!r}: unknown field(s) {sorted(extra)}")
+    public_key, _ = _public_key(f"officer {name!r}", spec, var_dir, require_keys)
+    return Officer(name, public_key, bool(spec.get("dev", False)))
 
 
 def _read_pem(
@@ -297,14 +349,14 @@ def _read_pem(
         return None
 
 
-def _public_key(name: str, spec: dict[str, Any], var_dir: Path, required: bool) -> tuple[Any, str]:
-    pem = _read_pem(spec, var_dir, f"service {name!r}", required and not spec.get("dev", False))
+def _public_key(what: str, spec: dict[str, Any], var_dir: Path, required: bool) -> tuple[Any, str]:
+    pem = _read_pem(spec, var_dir, what, required and not spec.get("dev", False))
     if pem is None:
         return None, ""
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError:
-        raise _PolicyFileError(f"service {name!r}: public key is not a PEM public key") from None
+        raise _PolicyFileError(f"{what}: public key is not a PEM public key") from None
     for cls, alg in _ALGORITHM_FOR_KEY.items():
         if isinstance(key, cls):
             if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(
@@ -312,7 +364,7 @@ def _public_key(name: str, spec: dict[str, Any], var_dir: Path, required: bool) 
             ):
                 break
             return key, alg
-    raise _PolicyFileError(f"service {name!r}: public key must be Ed25519 or EC P-256")
+    raise _PolicyFileError(f"{what}: public key must be Ed25519 or EC P-256")
 
 
 _PARTNER_FIELDS = {

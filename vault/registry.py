@@ -3,6 +3,10 @@
 Each version's HSM object is created before its row is committed: a crash in between leaves
 an orphan object (harmless, never used, found by reconcile), never a row without a key.
 
+Every change is a :class:`vault.events.LifecycleEvent` naming who made it (an officer, a
+service, or the vault itself for automatic rotation). Deleting, trimming and lowering
+``min_decryption_version`` run only under two officers' approvals (``vault.approvals``).
+
 The cache keeps the hot path free of database round trips; other replicas see a rotation or
 a configuration change within ``cache_ttl`` seconds, and a value naming a version newer than
 the cached key makes the registry read the key again at once (``get(newest=...)``), so a
@@ -12,28 +16,76 @@ rotation on one replica is usable everywhere immediately.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hsm import HsmOps
-from vault.errors import BadRequest, NotFound, StoreUnavailable
+from vault.approvals import Action, DualControl
+from vault.errors import BadRequest, Forbidden, NotFound, StoreUnavailable, Unavailable
+from vault.events import Detail, EventSink, LifecycleEvent, LogSink
 from vault.hsm import Hsm
-from vault.keys import Key, KeyVersion, rotate_period, validate_name
+from vault.keys import MIN_ROTATE_PERIOD, Key, KeyVersion, rotate_period, validate_name
 from vault.keytypes import HMAC_ROLE, KeyType, key_type, object_id, object_label
+from vault.policy import DeclaredKey
 from vault.store.keys import KeyStore
 
 T = TypeVar("T")
+log = logging.getLogger("vault.registry")
 
 _HSM_ID_BYTES = 16
 _ROTATE_ATTEMPTS = 5
 
 
+@dataclass(frozen=True, slots=True)
+class Authority:
+    """Who makes a change, and under what approval.
+
+    ``actor``: ``officer:<name>``, ``service:<name>`` or ``vault`` (the vault itself).
+    ``approval``: the id of an approval request, for the changes that need two officers.
+    ``exempt``: a dev service with ``dual_control = false`` (policies/services.toml).
+    """
+
+    actor: str
+    approval: str | None = None
+    exempt: bool = False
+
+
+VAULT = Authority("vault")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What bringing one declared key in line does (or, in a dry run, would do)."""
+
+    name: str
+    outcome: str  # "create", "configure", "unchanged" or "conflict"
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    reason: str = ""
+
+
 class KeyRegistry:
-    def __init__(self, store: KeyStore, hsm: Hsm, cache_ttl: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        hsm: Hsm,
+        cache_ttl: float = 1.0,
+        *,
+        events: EventSink | None = None,
+        dual_control: DualControl | None = None,
+        min_rotate_period: int = MIN_ROTATE_PERIOD,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self.clock = clock  # when a version is made (automatic rotation counts from it)
         self.hsm = hsm
+        self.events: EventSink = events or LogSink()
+        self.dual_control = dual_control
+        self.min_rotate_period = min_rotate_period
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, Key]] = {}
 
@@ -71,12 +123,17 @@ class KeyRegistry:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def create_sync(
-        self, name: str, type_name: str, auto_rotate_period: int | str = 0
+        self,
+        name: str,
+        type_name: str,
+        auto_rotate_period: int | str = 0,
+        *,
+        by: Authority = VAULT,
     ) -> tuple[Key, bool]:
         """Create ``name`` with version 1; an existing key is returned unchanged."""
         validate_name(name)
         kind = key_type(type_name)
-        period = rotate_period(auto_rotate_period)
+        period = rotate_period(auto_rotate_period, self.min_rotate_period)
         try:
             return self.get_sync(name), False
         except NotFound:
@@ -89,22 +146,38 @@ class KeyRegistry:
             raise
         if not created:  # another replica created it first: ours was never used
             self._destroy_objects(kind, [first])
+        else:
+            self._emit("key.create", by, name, 1, type=kind.name, auto_rotate_period=period)
         return self.get_sync(name), created
 
-    def rotate_sync(self, name: str) -> Key:
+    def rotate_sync(self, name: str, *, by: Authority = VAULT, trigger: str = "request") -> Key:
+        """Add a version and make it the one that encrypts."""
         for _ in range(_ROTATE_ATTEMPTS):
             key = self.get_sync(name)
-            version = self._new_version(name, key.type, key.latest_version + 1)
-            try:
-                moved = self.store.add_version(name, key.latest_version, version)
-            except StoreUnavailable:
-                self._destroy_objects(key.type, [version])
-                raise
-            if moved:
-                return self.get_sync(name)
-            # Another rotation won the race: ours was never used.
-            self._destroy_objects(key.type, [version])
+            rotated = self.rotate_from(key, by=by, trigger=trigger)
+            if rotated is not None:
+                return rotated
         raise StoreUnavailable("key is being rotated concurrently; try again")
+
+    def rotate_from(
+        self, key: Key, *, by: Authority = VAULT, trigger: str = "request"
+    ) -> Key | None:
+        """Rotate ``key`` if its latest version is still ``key.latest_version``; ``None`` when
+        another rotation got there first (then nothing changed: exactly one of any number
+        of concurrent rotations from one version succeeds)."""
+        name = key.name
+        version = self._new_version(name, key.type, key.latest_version + 1)
+        try:
+            moved = self.store.add_version(name, key.latest_version, version)
+        except StoreUnavailable:
+            self._destroy_objects(key.type, [version])
+            raise
+        if not moved:  # another rotation won the race: ours was never used
+            self._destroy_objects(key.type, [version])
+            return None
+        self._cache.pop(name, None)
+        self._emit("key.rotate", by, name, version.version, trigger=trigger)
+        return self.get_sync(name)
 
     def configure_sync(
         self,
@@ -114,37 +187,183 @@ class KeyRegistry:
         min_encryption_version: int | None = None,
         deletion_allowed: bool | None = None,
         auto_rotate_period: int | str | None = None,
+        by: Authority = VAULT,
+        dry_run: bool = False,
     ) -> Key:
+        """Change a key's configuration. Lowering ``min_decryption_version`` makes old
+        ciphertexts readable again, so it needs two officers' approval."""
         key = self.get_sync(name)
+        changes = self.config_changes(
+            key,
+            min_decryption_version,
+            min_encryption_version,
+            deletion_allowed,
+            auto_rotate_period,
+        )
+        if dry_run or not changes:
+            return key
+        lowered = changes.get("min_decryption_version", key.min_decryption_version)
+        if lowered < key.min_decryption_version:
+            with self._approved(Action.lower_min_decryption(name, lowered), by) as details:
+                self.store.update(name, changes)
+        else:
+            details = {}
+            self.store.update(name, changes)
+        self._cache.pop(name, None)
+        self._emit("key.config", by, name, None, **details, **changes)
+        return self.get_sync(name)
+
+    def config_changes(
+        self,
+        key: Key,
+        min_decryption_version: int | None,
+        min_encryption_version: int | None,
+        deletion_allowed: bool | None,
+        auto_rotate_period: int | str | None,
+    ) -> dict[str, Any]:
         changes: dict[str, Any] = {}
         if min_decryption_version is not None:
             if not 1 <= min_decryption_version <= key.latest_version:
                 raise BadRequest("min_decryption_version must be between 1 and the latest version")
-            changes["min_decryption_version"] = min_decryption_version
+            if min_decryption_version < key.min_available_version:
+                # (sic) "then": Vault's own words.
+                raise BadRequest(
+                    "min decryption version should not be less then min available version"
+                )
+            if min_decryption_version != key.min_decryption_version:
+                changes["min_decryption_version"] = min_decryption_version
         if min_encryption_version is not None:
             if not 0 <= min_encryption_version <= key.latest_version:
                 raise BadRequest("min_encryption_version must be between 0 and the latest version")
-            changes["min_encryption_version"] = min_encryption_version
+            if min_encryption_version != key.min_encryption_version:
+                changes["min_encryption_version"] = min_encryption_version
         new_min_dec = changes.get("min_decryption_version", key.min_decryption_version)
         new_min_enc = changes.get("min_encryption_version", key.min_encryption_version)
         if new_min_enc and new_min_enc < new_min_dec:
             raise BadRequest("min_encryption_version must be 0 or at least min_decryption_version")
-        if deletion_allowed is not None:
+        if deletion_allowed is not None and deletion_allowed != key.deletion_allowed:
             changes["deletion_allowed"] = deletion_allowed
         if auto_rotate_period is not None:
-            changes["auto_rotate_period"] = rotate_period(auto_rotate_period)
-        if changes:
-            self.store.update(name, changes)
-        return self.get_sync(name)
+            period = rotate_period(auto_rotate_period, self.min_rotate_period)
+            if period != key.auto_rotate_period:
+                changes["auto_rotate_period"] = period
+        return changes
 
-    def delete_sync(self, name: str) -> None:
+    def trim_sync(
+        self,
+        name: str,
+        min_available_version: int | None,
+        *,
+        by: Authority = VAULT,
+        dry_run: bool = False,
+    ) -> tuple[Key, list[int]]:
+        """Destroy the versions below ``min_available_version`` (Vault's trim): their rows,
+        then their HSM objects. Refused while ``min_decryption_version`` (or
+        ``min_encryption_version``) still needs them. The key and the versions removed (in a
+        dry run: that would be)."""
+        key = self.get_sync(name)
+        floor = key.trim_floor(min_available_version)
+        doomed = sorted(n for n in key.versions if n < floor)
+        if dry_run or floor == key.min_available_version:
+            return key, doomed
+        with self._approved(Action.trim_key(name, floor), by) as details:
+            gone = self.store.trim(name, floor)
+        self._cache.pop(name, None)
+        self._destroy_after_commit(key.type, gone)
+        self._emit(
+            "key.trim",
+            by,
+            name,
+            None,
+            **details,
+            min_available_version=floor,
+            versions_destroyed=",".join(str(v.version) for v in gone),
+        )
+        return self.get_sync(name), [v.version for v in gone]
+
+    def delete_sync(self, name: str, *, by: Authority = VAULT, dry_run: bool = False) -> Key:
+        """Delete the key, every version and every HSM object of it (only when
+        ``deletion_allowed``, and only under two officers' approval)."""
         key = self.get_sync(name)
         if not key.deletion_allowed:
             raise BadRequest("deletion is not allowed for this key")
-        # Rows first: once they are gone nothing can ask for the objects.
-        self.store.delete(name)
+        if dry_run:
+            return key
+        with self._approved(Action.delete_key(name), by) as details:
+            # Rows first: once they are gone nothing can ask for the objects.
+            self.store.delete(name)
         self._cache.pop(name, None)
-        self._destroy_objects(key.type, list(key.versions.values()))
+        self._destroy_after_commit(key.type, list(key.versions.values()))
+        self._emit("key.delete", by, name, None, **details, versions=len(key.versions))
+        return key
+
+    def drop_lost_version(self, key: Key, version: int, *, by: Authority = VAULT) -> None:
+        """Forget a version whose HSM object is gone for good (reconcile). A lost latest
+        version is replaced by a new one first, so the key encrypts again."""
+        if version == key.latest_version:
+            self.rotate_sync(key.name, by=by, trigger="reconcile")
+        self.store.remove_version(key.name, version)
+        self._cache.pop(key.name, None)
+        self._emit("key.version_lost", by, key.name, version)
+
+    # -- the declarative file (policies/keys.toml) -------------------------------------------
+
+    def plan_declared(self, declared: DeclaredKey) -> Plan:
+        try:
+            key = self.get_sync(declared.name)
+        except NotFound:
+            return Plan(declared.name, "create", {"type": (None, declared.type)})
+        if key.type.name != declared.type:
+            return Plan(
+                declared.name,
+                "conflict",
+                reason=f"declared {declared.type}, but the key is {key.type.name} "
+                "(a key's type never changes: declare a new key)",
+            )
+        wanted = {
+            "auto_rotate_period": (key.auto_rotate_period, declared.auto_rotate_period),
+            "deletion_allowed": (key.deletion_allowed, declared.deletion_allowed),
+        }
+        changes = {k: v for k, v in wanted.items() if v[0] != v[1]}
+        return Plan(declared.name, "configure" if changes else "unchanged", changes)
+
+    def apply_declared(self, declared: DeclaredKey, *, by: Authority = VAULT) -> Plan:
+        """Create the declared key, or bring an existing one's configuration in line with
+        the declaration (idempotent: a second run changes nothing)."""
+        plan = self.plan_declared(declared)
+        if plan.outcome == "create":
+            _, created = self.create_sync(
+                declared.name, declared.type, declared.auto_rotate_period, by=by
+            )
+            if declared.deletion_allowed:
+                self.configure_sync(declared.name, deletion_allowed=True, by=by)
+            if not created:  # another officer or replica made it meanwhile
+                return self.apply_declared(declared, by=by)
+        elif plan.outcome == "configure":
+            self.configure_sync(
+                declared.name,
+                auto_rotate_period=declared.auto_rotate_period,
+                deletion_allowed=declared.deletion_allowed,
+                by=by,
+            )
+        return plan
+
+    # -- dual control and events -----------------------------------------------------------
+
+    @contextmanager
+    def _approved(self, action: Action, by: Authority) -> Iterator[dict[str, Detail]]:
+        if by.exempt:
+            yield {"dual_control": "exempt"}
+            return
+        if self.dual_control is None:
+            raise Forbidden(f"{action.describe()} needs dual control, which is not set up here")
+        with self.dual_control.authorize(by.approval, action, by.actor) as approvers:
+            yield {"approval": by.approval, "approved_by": ",".join(approvers)}
+
+    def _emit(
+        self, kind: str, by: Authority, name: str, version: int | None, **details: Detail
+    ) -> None:
+        self.events.emit(LifecycleEvent(kind, by.actor, name, version, details))
 
     # -- HSM objects -----------------------------------------------------------------------
 
@@ -164,7 +383,7 @@ class KeyRegistry:
 
         self.hsm.run_sync(job)
         has_hmac_key = any(role == HMAC_ROLE for role, _ in kind.objects)
-        return KeyVersion(number, hsm_id, time.time(), has_hmac_key)
+        return KeyVersion(number, hsm_id, self.clock(), has_hmac_key)
 
     def _destroy_objects(self, kind: KeyType, versions: list[KeyVersion]) -> None:
         def job(ops: HsmOps) -> None:
@@ -173,3 +392,11 @@ class KeyRegistry:
                     ops.destroy(v.object_id(role))
 
         self.hsm.run_sync(job)
+
+    def _destroy_after_commit(self, kind: KeyType, versions: list[KeyVersion]) -> None:
+        """Destroy objects whose rows are already gone: if the HSM is away now, they stay as
+        orphans that nothing uses, for ``hsm-vault keys reconcile --repair``."""
+        try:
+            self._destroy_objects(kind, versions)
+        except Unavailable:
+            log.warning("%d HSM object(s) of removed versions left for reconcile", len(versions))

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from hsm import JobRunner
+from vault.approvals import DualControl
 from vault.auth import Authenticator
 from vault.config import Settings
 from vault.digest import Digests
+from vault.events import EventSink, LogSink
 from vault.hsm import Hsm
 from vault.otp.service import OtpService
 from vault.partners import PartnerMessages
 from vault.policy import Policies, load_policies
 from vault.registry import KeyRegistry
+from vault.rotation import AutoRotation
 from vault.signing import Signer
 from vault.store import Database
+from vault.store.approvals import ApprovalStore
 from vault.store.keys import KeyStore
+from vault.store.leases import Leases
 from vault.store.messages import SeenMessages
 from vault.store.otp_ledger import LockoutPolicy, ReplayLedger
 from vault.transit import Transit
@@ -30,13 +37,14 @@ from vault.transit import Transit
 log = logging.getLogger("vault")
 
 
-def open_runner(settings: Settings) -> JobRunner:
+def open_runner(settings: Settings, pin: Callable[[], str] | None = None) -> JobRunner:
     """The PKCS#11 runner for the configured module and token (the session opens in the
-    background; the PIN is read from its source each time it does)."""
+    background; the PIN is read from its source each time it does). ``pin``: another
+    credential than the service's (the officers' tool)."""
     import hsm  # noqa: PLC0415 - pkcs11 only in processes that use the HSM
 
     os.environ.setdefault("SOFTHSM2_CONF", str(settings.softhsm_conf))
-    return hsm.connect(settings.pkcs11_module, settings.token_label, settings.user_pin)
+    return hsm.connect(settings.pkcs11_module, settings.token_label, pin or settings.user_pin)
 
 
 @dataclass
@@ -52,13 +60,34 @@ class Vault:
     digests: Digests
     partners: PartnerMessages
     otp: OtpService
+    events: EventSink
+    dual_control: DualControl
+    rotation: AutoRotation
 
     @classmethod
-    def open(cls, settings: Settings, *, runner: JobRunner | None = None) -> Vault:
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        runner: JobRunner | None = None,
+        events: EventSink | None = None,
+    ) -> Vault:
+        """``events``: where lifecycle events go (the audit chain; the log by default)."""
         policies = load_policies(settings.policies_dir, settings.var_dir)
         db = Database.open(settings.database_url, settings.db_timeout)
         the_hsm = Hsm(runner if runner is not None else open_runner(settings), settings.hsm_timeout)
-        registry = KeyRegistry(KeyStore(db), the_hsm, settings.key_cache_ttl)
+        sink = events or LogSink()
+        dual_control = DualControl(
+            ApprovalStore(db), policies.officers, sink, ttl=settings.approval_ttl
+        )
+        registry = KeyRegistry(
+            KeyStore(db),
+            the_hsm,
+            settings.key_cache_ttl,
+            events=sink,
+            dual_control=dual_control,
+            min_rotate_period=settings.min_auto_rotate_period,
+        )
         signer = Signer(registry, the_hsm)
         return cls(
             settings=settings,
@@ -87,7 +116,14 @@ class Vault:
                     LockoutPolicy(policies.otp_max_failures, policies.otp_lockout_seconds),
                 ),
             ),
+            events=sink,
+            dual_control=dual_control,
+            rotation=AutoRotation(registry, Leases(db), settings.auto_rotate_interval),
         )
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        """The work a serving worker runs beside its requests (never the officers' tool)."""
+        return [self.rotation.run()]
 
     def close(self) -> None:
         self.hsm.close()

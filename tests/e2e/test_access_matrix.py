@@ -445,7 +445,14 @@ def test_key_lifecycle_on_a_throwaway_key(clients: dict[str, httpx.Client], serv
     configured = client.post(f"/v1/transit/keys/{name}/config", json={"deletion_allowed": True})
     assert configured.status_code == 200, configured.text
     assert configured.json()["data"]["deletion_allowed"] is True
-    assert client.delete(f"/v1/transit/keys/{name}").status_code in (200, 204)
+    deleted = client.delete(f"/v1/transit/keys/{name}")
+    if service == "security-officer":
+        # Dual control: a deletion needs two officers' approval (X-Vault-Approval; see
+        # tests/e2e/test_officers_cli.py); only the conformance dev service is exempt.
+        assert deleted.status_code == 403, deleted.text
+        assert "approvals of 2 different officers" in deleted.json()["errors"][0]
+        return
+    assert deleted.status_code in (200, 204)
     gone = client.get(f"/v1/transit/keys/{name}")
     assert gone.status_code == 404, gone.text
     assert_error_body(gone)

@@ -7,6 +7,7 @@ to the token itself; the HSM layer then reads the token afresh and retries.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,14 @@ def test_a_version_rotated_by_another_process_is_used_here(runtime) -> None:  # 
     runtime.registry.create_sync(name, "aes256-gcm96")
     exe = shutil.which("hsm-vault", path=str(Path(sys.executable).parent))
     assert exe is not None
-    subprocess.run([exe, "keys", "rotate", name], check=True, capture_output=True, timeout=120)
+    officer = runtime.settings.var_dir / "dev-officers" / "alice.pem"  # who rotates
+    subprocess.run(
+        [exe, "keys", "rotate", name],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "VAULT_OFFICER_KEY": str(officer)},
+    )
     # This process writes to the token after the other one did.
     runtime.registry.create_sync(f"mp-own-{uuid.uuid4().hex[:10]}", "aes256-gcm96")
     runtime.registry.invalidate(name)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hsm import KeySpec, MacAlgorithm, ObjectInfo
 from hsm.errors import AuthenticationFailed, HsmUnavailable, ObjectMissing
 from vault.hsm import Hsm
-from vault.registry import KeyRegistry
+from vault.registry import Authority, KeyRegistry
 from vault.store import Database, make_engine, migrate
 from vault.store.keys import KeyStore
 
@@ -133,7 +133,7 @@ class FakeHsm:
     async def run(self, job: Callable[[Any], T], *, calls: int = 1) -> T:
         return self.run_sync(job)
 
-    def run_sync(self, job: Callable[[Any], T]) -> T:
+    def run_sync(self, job: Callable[[Any], T], *, fresh: bool = False) -> T:
         if self._closed:
             raise HsmUnavailable()
         with self._lock:
@@ -148,6 +148,11 @@ class FakeHsm:
 
     def labels(self) -> dict[bytes, str]:
         return {info.key_id: info.label for info in self.ops.objects()}
+
+
+# For unit tests of rules other than dual control: changes made as if a dev service exempt
+# from it made them (tests/unit/test_approvals.py checks dual control itself).
+UNATTENDED = Authority("test", exempt=True)
 
 
 def registry_over(fake: FakeHsm, database_url: str, *, cache_ttl: float = 1.0) -> KeyRegistry:

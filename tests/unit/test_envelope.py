@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from tests.unit.fake_hsm import FakeHsm, FakeOps, registry_over
+from tests.unit.fake_hsm import UNATTENDED, FakeHsm, FakeOps, registry_over
 from vault.envelope import (
     DEK_BYTES,
     FORMAT_V1,
@@ -434,8 +434,9 @@ def test_version_to_check_below_min_decryption_version(three_versions: Env) -> N
     refused = env.decrypt("backup-share", old)
     assert isinstance(refused, KeyVersionUnavailable)
     assert "too old" in str(refused)
-    # Lowering the minimum again brings the old version back (nothing was destroyed).
-    env.registry.configure_sync("backup-share", min_decryption_version=1)
+    # Lowering the minimum again brings the old version back (nothing was destroyed); that
+    # needs two officers' approval, which tests/unit/test_approvals.py covers.
+    env.registry.configure_sync("backup-share", min_decryption_version=1, by=UNATTENDED)
     assert env.decrypt("backup-share", old) == b"old"
 
 

@@ -22,7 +22,9 @@ class _DownHsm(FakeHsm):
 
 
 def _client(hsm: Any, database_url: str) -> TestClient[Any]:
-    vault = SimpleNamespace(hsm=Hsm(hsm), db=Database.open(database_url), close=lambda: None)
+    vault = SimpleNamespace(
+        hsm=Hsm(hsm), db=Database.open(database_url), close=lambda: None, background=list
+    )
     return TestClient(create_app(load_settings(), lambda _: vault))  # type: ignore[arg-type, return-value]
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hsm import KeySpec
-from tests.unit.fake_hsm import FakeHsm, FakeOps, registry_over
+from tests.unit.fake_hsm import UNATTENDED, FakeHsm, FakeOps, registry_over
 from vault.errors import BadRequest, HsmUnavailable, NotFound
 from vault.keys import Key, validate_name
 from vault.keytypes import KEY_TYPES, object_id, object_label
@@ -326,7 +326,7 @@ def test_delete_removes_rows_and_destroys_every_object(registry: KeyRegistry, hs
     doomed = expected_objects(key)
     assert len(doomed) == 4
     asyncio.run(registry.get("otp-seeds"))  # warm the cache: delete must drop it too
-    registry.delete_sync("otp-seeds")
+    registry.delete_sync("otp-seeds", by=UNATTENDED)
     with pytest.raises(NotFound):
         registry.get_sync("otp-seeds")
     with pytest.raises(NotFound):
@@ -341,7 +341,7 @@ def test_a_deleted_name_can_be_created_afresh(registry: KeyRegistry) -> None:
     old, _ = registry.create_sync("k", "aes256-gcm96")
     registry.rotate_sync("k")
     registry.configure_sync("k", deletion_allowed=True)
-    registry.delete_sync("k")
+    registry.delete_sync("k", by=UNATTENDED)
     new, created = registry.create_sync("k", "hmac")
     assert created is True
     assert new.latest_version == 1

@@ -31,7 +31,7 @@ KEYS = {
     "payout-signing": "ecdsa-p256",
     "payout-digest": "hmac",
 }
-ADMIN = {"create", "read", "list", "rotate", "config", "delete"}
+ADMIN = {"create", "read", "list", "rotate", "config", "trim", "delete"}
 TRANSIT = ADMIN | {
     "encrypt",
     "decrypt",

@@ -50,6 +50,7 @@ class KeyStore:
                         )
                         for v in versions
                     },
+                    min_available_version=row["min_available_version"],
                 )
 
         return self.db.run_sync(query)
@@ -136,6 +137,68 @@ class KeyStore:
                 )
 
         self.db.run_sync(write)
+
+    def trim(self, name: str, floor: int) -> list[KeyVersion]:
+        """Raise ``min_available_version`` to ``floor`` and remove the rows of the versions
+        below it, in one transaction; the removed versions (their objects are the caller's
+        to destroy)."""
+
+        def write() -> list[KeyVersion]:
+            with self.db.engine.begin() as conn:
+                below = key_versions.c.version < floor
+                mine = key_versions.c.key_name == name
+                gone = [
+                    KeyVersion(v["version"], bytes(v["hsm_id"]), v["created_at"])
+                    for v in conn.execute(select(key_versions).where(mine, below)).mappings()
+                ]
+                conn.execute(
+                    update(keys)
+                    .where(keys.c.name == name, keys.c.min_available_version <= floor)
+                    .values(min_available_version=floor, updated_at=time.time())
+                )
+                conn.execute(delete(key_versions).where(mine, below))
+                return gone
+
+        return self.db.run_sync(write)
+
+    def remove_version(self, name: str, version: int) -> None:
+        """Forget one version (reconcile: its HSM object is gone for good)."""
+
+        def write() -> None:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    delete(key_versions).where(
+                        key_versions.c.key_name == name, key_versions.c.version == version
+                    )
+                )
+
+        self.db.run_sync(write)
+
+    def all_keys(self) -> list[Key]:
+        """Every key with its versions (the officers' inventory and reconcile)."""
+        return [self.load(name) for name in self.names()]
+
+    def rotation_due(self, now: float) -> list[tuple[str, int]]:
+        """Keys with an ``auto_rotate_period`` whose latest version is at least that old:
+        (name, latest version)."""
+
+        def query() -> list[tuple[str, int]]:
+            latest = key_versions.c.version == keys.c.latest_version
+            with self.db.engine.connect() as conn:
+                rows = conn.execute(
+                    select(keys.c.name, keys.c.latest_version)
+                    .select_from(
+                        keys.join(key_versions, (key_versions.c.key_name == keys.c.name) & latest)
+                    )
+                    .where(
+                        keys.c.auto_rotate_period > 0,
+                        key_versions.c.created_at + keys.c.auto_rotate_period <= now,
+                    )
+                    .order_by(keys.c.name)
+                )
+                return [(r[0], r[1]) for r in rows]
+
+        return self.db.run_sync(query)
 
     def delete(self, name: str) -> None:
         def write() -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     false,
 )
 
@@ -30,6 +31,8 @@ keys = Table(
     Column("auto_rotate_period", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Vault's trim floor: versions below it are gone from the registry and the HSM.
+    Column("min_available_version", Integer, nullable=False, default=0, server_default="0"),
 )
 
 key_versions = Table(
@@ -75,4 +78,40 @@ seen_messages = Table(
     Column("partner", String(128), primary_key=True),
     Column("message_id", String(128), primary_key=True),
     Column("expires_at", Float, nullable=False, index=True),
+)
+
+# Work one process of all replicas does at a time (automatic rotation): whoever holds the
+# row until ``expires_at`` does it; the others find it held and do nothing.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# Dual control: an action that two officers must approve (vault/approvals.py). ``params`` is
+# the canonical JSON of the action's parameters; the officers sign the whole description.
+approval_requests = Table(
+    "approval_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("params", Text, nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("executed_at", Float, nullable=True),
+    Column("executed_by", String(160), nullable=True),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("officer", String(128), primary_key=True),
+    Column("signature", LargeBinary(512), nullable=False),
+    Column("created_at", Float, nullable=False),
+    ForeignKeyConstraint(["request_id"], ["approval_requests.id"], ondelete="CASCADE"),
 )
