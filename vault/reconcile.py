@@ -60,7 +60,7 @@ class Report:
 
 def expected_ids(key: Key) -> dict[bytes, int]:
     """Every object id the key's versions name, with the version naming it."""
-    return {v.object_id(role): n for n, v in key.versions.items() for role, _ in key.type.objects}
+    return {v.object_id(role): n for n, v in key.versions.items() for role in v.roles(key.type)}
 
 
 class Reconciler:
@@ -102,7 +102,7 @@ class Reconciler:
             for number, version in sorted(key.versions.items()):
                 if still is None or still.versions.get(number) != version:
                     continue  # trimmed, deleted or replaced meanwhile
-                ids = [version.object_id(role) for role, _ in key.type.objects]
+                ids = [version.object_id(role) for role in version.roles(key.type)]
                 missing = tuple(i for i in ids if i not in on_token)
                 if missing:
                     report.lost.append(LostVersion(name, number, missing))

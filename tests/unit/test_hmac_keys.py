@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
 from hsm import KeySpec
 from tests.unit.fake_hsm import FakeHsm, registry_over
 from vault.digest import Digests, Mac, MacCheck
 from vault.errors import BadRequest
 from vault.keytypes import HMAC_ROLE, KEY_TYPES
-from vault.registry import KeyRegistry
+from vault.registry import Authority, KeyRegistry
 from vault.store import Database, make_engine, tables
 from vault.store.keys import KeyStore
 from vault.store.migrations import upgrade
@@ -104,7 +104,7 @@ def test_a_version_without_an_hmac_key_is_refused_until_rotated(
         asyncio.run(digests.hmac("k", [b"m"], None, 1))
     # Deleting the key destroys what each version really has, and nothing else.
     registry.configure_sync("k", deletion_allowed=True)
-    registry.delete_sync("k")
+    registry.delete_sync("k", by=Authority("test", exempt=True))
     assert hsm.labels() == {}
 
 
@@ -112,19 +112,11 @@ def test_migration_marks_existing_versions_as_without_an_hmac_key(tmp_path: Path
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     upgrade(engine, "0001")
     now = time.time()
-    with engine.begin() as conn:
-        conn.execute(
-            insert(tables.keys).values(
-                name="old",
-                type="aes256-gcm96",
-                latest_version=1,
-                min_decryption_version=1,
-                min_encryption_version=0,
-                deletion_allowed=False,
-                auto_rotate_period=0,
-                created_at=now,
-                updated_at=now,
-            )
+    with engine.begin() as conn:  # the columns of revision 0001, as an old database had them
+        conn.exec_driver_sql(
+            "INSERT INTO keys (name, type, latest_version, min_decryption_version, "
+            "min_encryption_version, deletion_allowed, auto_rotate_period, created_at, "
+            f"updated_at) VALUES ('old', 'aes256-gcm96', 1, 1, 0, 0, 0, {now}, {now})"
         )
         conn.exec_driver_sql(
             "INSERT INTO key_versions (key_name, version, hsm_id, created_at) "

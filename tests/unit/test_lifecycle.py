@@ -13,6 +13,7 @@ from sqlalchemy import insert, update
 from hsm import KeySpec
 from tests.unit.fake_hsm import UNATTENDED, FakeHsm, registry_over
 from vault.errors import BadRequest, HsmUnavailable
+from vault.keytypes import KEY_TYPES
 from vault.reconcile import Reconciler
 from vault.registry import KeyRegistry
 from vault.rotation import AutoRotation
@@ -30,6 +31,10 @@ def registry(tmp_path: Path, hsm: FakeHsm) -> Iterator[KeyRegistry]:
     registry = registry_over(hsm, f"sqlite:///{tmp_path / 'vault.db'}", cache_ttl=0)
     yield registry
     registry.store.db.dispose()
+
+
+# An aes256-gcm96 version is two HSM objects: the AES key and its HMAC key.
+_OBJECTS_PER_VERSION = len(KEY_TYPES["aes256-gcm96"].objects)
 
 
 def five_versions(registry: KeyRegistry, **config: int) -> None:
@@ -82,7 +87,7 @@ def test_trim_then_floor_rules(registry: KeyRegistry, hsm: FakeHsm) -> None:
         registry.trim_sync("k1", 1, by=UNATTENDED)
     key, gone = registry.trim_sync("k1", 4, by=UNATTENDED)
     assert gone == [2, 3]
-    assert len(hsm.ops.store) == 2
+    assert len(hsm.ops.store) == 2 * _OBJECTS_PER_VERSION
     with pytest.raises(BadRequest, match="should not be less then min available version"):
         registry.configure_sync("k1", min_decryption_version=3, by=UNATTENDED)
     with pytest.raises(BadRequest, match="below min_decryption_version"):
@@ -106,9 +111,9 @@ def test_trim_leaves_orphans_not_errors_when_the_hsm_is_away(
     assert gone == [1, 2]
     assert sorted(key.versions) == [3, 4, 5]
     report = Reconciler(registry, grace=0).check()
-    assert len(report.orphans) == 2
+    assert len(report.orphans) == 2 * _OBJECTS_PER_VERSION
     assert Reconciler(registry, grace=0).repair(report, UNATTENDED).clean
-    assert len(hsm.ops.store) == 3
+    assert len(hsm.ops.store) == 3 * _OBJECTS_PER_VERSION
 
 
 # -- automatic rotation --------------------------------------------------------------------------
@@ -157,7 +162,7 @@ def test_a_rotation_from_a_stale_version_changes_nothing(
     assert registry.rotate_from(key) is not None
     assert registry.rotate_from(key) is None  # someone rotated since `key` was read
     assert registry.get_sync("k").latest_version == 2
-    assert len(hsm.ops.store) == 2  # the loser's object was destroyed
+    assert len(hsm.ops.store) == 2 * _OBJECTS_PER_VERSION  # the loser's objects were destroyed
 
 
 # -- reconcile -----------------------------------------------------------------------------------
@@ -202,7 +207,7 @@ def test_repair_spares_an_orphan_that_got_its_row_during_the_grace(
     def commit_meanwhile(_: float) -> None:  # the rotation commits while reconcile waits
         from vault.keys import KeyVersion
 
-        registry.store.add_version("k", 1, KeyVersion(2, pending, 2.0))
+        registry.store.add_version("k", 1, KeyVersion(2, pending, 2.0, has_hmac_key=False))
 
     fixed = Reconciler(registry, grace=1, sleep=commit_meanwhile).repair(report, UNATTENDED)
     assert fixed.clean

@@ -44,12 +44,7 @@ class KeyStore:
                     auto_rotate_period=row["auto_rotate_period"],
                     created_at=row["created_at"],
                     updated_at=row["updated_at"],
-                    versions={
-                        v["version"]: KeyVersion(
-                            v["version"], bytes(v["hsm_id"]), v["created_at"], bool(v["hmac_key"])
-                        )
-                        for v in versions
-                    },
+                    versions={v["version"]: _version(v) for v in versions},
                     min_available_version=row["min_available_version"],
                 )
 
@@ -148,7 +143,7 @@ class KeyStore:
                 below = key_versions.c.version < floor
                 mine = key_versions.c.key_name == name
                 gone = [
-                    KeyVersion(v["version"], bytes(v["hsm_id"]), v["created_at"])
+                    _version(v)
                     for v in conn.execute(select(key_versions).where(mine, below)).mappings()
                 ]
                 conn.execute(
@@ -219,3 +214,9 @@ def _integrity(fn: Callable[[], T]) -> T:
         return fn()
     except IntegrityError:
         raise _Taken() from None
+
+
+def _version(row: Any) -> KeyVersion:
+    return KeyVersion(
+        row["version"], bytes(row["hsm_id"]), row["created_at"], bool(row["hmac_key"])
+    )
