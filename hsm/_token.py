@@ -10,6 +10,7 @@ from typing import Any
 import pkcs11
 import pkcs11.exceptions as p11e
 
+from hsm._attributes import attribute_mapper
 from hsm._ops import Pkcs11Ops
 from hsm.errors import LoginRefused, ModuleUnusable
 
@@ -60,10 +61,12 @@ def open_session(module_path: str, token_label: str, pin: str, attempts: int = 3
     for attempt in range(attempts):
         try:
             token = lib.get_token(token_label=token_label)
+            # The mapper encodes CKA_ALLOWED_MECHANISMS, which every key is generated with.
+            mapper = attribute_mapper()
             try:
-                session = token.open(rw=True, user_pin=pin)
+                session = token.open(rw=True, user_pin=pin, attribute_mapper=mapper)
             except p11e.UserAlreadyLoggedIn:
-                session = token.open(rw=True)
+                session = token.open(rw=True, attribute_mapper=mapper)
             return TokenSession(session, lib)
         except p11e.PinIncorrect:
             raise LoginRefused("HSM login refused: wrong PIN") from None

@@ -200,11 +200,23 @@ def create_declared_keys(settings: Settings) -> list[str]:
     created = []
     try:
         for declared in vault.policies.keys.values():
-            _, new = vault.registry.create_sync(
-                declared.name, declared.type, declared.auto_rotate_period
+            key, new = vault.registry.create_sync(
+                declared.name, declared.type, declared.auto_rotate_period, declared.purpose
             )
             if new:
                 created.append(declared.name)
+            elif key.purpose is not key.type.purpose(declared.purpose):
+                # A key made before purposes existed got its type's default: an officer
+                # gives it the declared one (README, "Upgrading"); never done silently.
+                log.warning(
+                    "key %r serves %s, but policies/ declare %s: run `hsm-vault keys "
+                    "set-purpose %s %s`",
+                    key.name,
+                    key.purpose.value,
+                    declared.purpose,
+                    key.name,
+                    declared.purpose,
+                )
     finally:
         vault.close()
     return created

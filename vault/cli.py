@@ -100,7 +100,8 @@ def keys_list() -> None:
         for name in asyncio.run(rt.registry.names()):
             key = rt.registry.get_sync(name)
             click.echo(
-                f"{name}\t{key.type.name}\tlatest=v{key.latest_version}\tmin_decryption=v{key.min_decryption_version}"
+                f"{name}\t{key.type.name}\t{key.purpose.value}\tlatest=v{key.latest_version}"
+                f"\tmin_decryption=v{key.min_decryption_version}"
             )
     finally:
         rt.close()
@@ -109,11 +110,12 @@ def keys_list() -> None:
 @keys.command("create")
 @click.argument("name")
 @click.option("--type", "type_name", default="aes256-gcm96", show_default=True)
-def keys_create(name: str, type_name: str) -> None:
+@click.option("--purpose", default=None, help="the one job the key is for (default: the type's)")
+def keys_create(name: str, type_name: str, purpose: str | None) -> None:
     """Create key NAME (idempotent)."""
     rt = _runtime()
     try:
-        _, created = rt.registry.create_sync(name, type_name)
+        _, created = rt.registry.create_sync(name, type_name, purpose=purpose)
     except VaultError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -133,6 +135,24 @@ def keys_rotate(name: str) -> None:
     finally:
         rt.close()
     click.echo(f"{name}: latest version is now v{key.latest_version}")
+
+
+@keys.command("set-purpose")
+@click.argument("name")
+@click.argument("purpose")
+def keys_set_purpose(name: str, purpose: str) -> None:
+    """Give key NAME another PURPOSE its type serves, with a new version made for it.
+
+    For keys made before purposes existed (README, "Upgrading"): from now on the key is used
+    for PURPOSE only, and its new version's HSM objects can do nothing else."""
+    rt = _runtime()
+    try:
+        key = rt.registry.rotate_sync(name, purpose=purpose)
+    except VaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        rt.close()
+    click.echo(f"{name}: {key.purpose.value}, latest version is now v{key.latest_version}")
 
 
 @main.command("hsm-objects")

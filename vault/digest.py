@@ -139,7 +139,7 @@ def hmac_algorithm(key: Key, name: str | None) -> MacAlgorithm:
         algorithm = HMAC_ALGORITHMS[chosen]
     except KeyError:
         raise BadRequest(f"unsupported algorithm {chosen[:32]!r}") from None
-    key_bits = _KEY_BITS.get(key.type.spec, 0)
+    key_bits = _KEY_BITS.get(key.spec, 0)
     if _MAC_BITS[algorithm] > key_bits:
         raise BadRequest(
             f"{chosen} HMAC needs a key of at least {_MAC_BITS[algorithm]} bits "
@@ -170,6 +170,7 @@ class Digests:
         self.hsm = hsm
 
     async def _key(self, name: str, newest: int | None = None) -> Key:
+        """``newest``: the version a value or the caller names (re-read if it is new here)."""
         key = await self.registry.get(name, newest=newest)
         if not key.type.hmac:
             raise BadRequest(f"key type {key.type.name} does not support HMAC")
@@ -248,7 +249,7 @@ class Digests:
         algorithm: str | None = None,
         key_version: int | None = None,
     ) -> list[Mac | VaultError]:
-        key = await self._key(name)
+        key = await self._key(name, key_version)
         mac = hmac_algorithm(key, algorithm)
         version = key.version_to_use(key_version)
         checked: list[bytes | VaultError] = []
@@ -280,7 +281,7 @@ class Digests:
         records: Sequence[Sequence[Field] | VaultError],
         key_version: int | None = None,
     ) -> list[Mac | VaultError]:
-        key = await self._key(name)
+        key = await self._key(name, key_version)
         version = key.version_to_use(key_version)
         return await self._macs(version, STRUCTURED_MAC, [_encoded(r) for r in records])
 
@@ -307,7 +308,7 @@ class Digests:
         key_version: int | None = None,
     ) -> list[Mac | VaultError]:
         """``items``: (value, normalization, context) each."""
-        key = await self._key(name)
+        key = await self._key(name, key_version)
         version = key.version_to_use(key_version)
         messages: list[bytes | VaultError] = []
         for item in items:

@@ -12,8 +12,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from hsm import KeySpec
 from vault.errors import BadRequest, KeyVersionUnavailable
-from vault.keytypes import KeyType, object_id
+from vault.keytypes import USES, KeyType, Purpose, object_id
 
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MIN_ROTATE_PERIOD = 3600  # as Vault: automatic rotation at most once an hour
@@ -27,6 +28,9 @@ class KeyVersion:
     version: int
     hsm_id: bytes
     created_at: float
+    # Data keys wrapped under this version, as the database knew when the key was read
+    # (vault/usage.py: the invocation bound of random-IV AES-GCM).
+    wraps: int = 0
 
     def object_id(self, role: str = "") -> bytes:
         return object_id(self.hsm_id, role)
@@ -43,7 +47,23 @@ class Key:
     auto_rotate_period: int
     created_at: float
     updated_at: float
+    purpose: Purpose
     versions: dict[int, KeyVersion] = field(default_factory=dict)
+
+    @property
+    def objects(self) -> tuple[tuple[str, KeySpec], ...]:
+        """(role, spec) of every HSM object one version of this key is made of."""
+        return self.type.purposes[self.purpose]
+
+    @property
+    def spec(self) -> KeySpec:
+        return self.objects[0][1]
+
+    def check_use(self, operation: str) -> None:
+        """One key, one purpose: refuse an operation the key was not made for (its HSM
+        objects would refuse it too, unless they predate purposes: see README)."""
+        if operation not in USES[self.purpose]:
+            raise BadRequest(f"key cannot be used for {operation}")
 
     def version_to_use(self, requested: int | None = None) -> KeyVersion:
         """The version that encrypts, signs or MACs: the latest, or the one asked for if the

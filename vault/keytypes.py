@@ -1,43 +1,103 @@
-"""The key types a caller can ask for, and the HSM objects each version of one is made of."""
+"""The key types a caller can ask for, the purposes each may serve, and the HSM objects each
+version of one is made of.
+
+One key, one purpose: a key is created for one job, and every version's HSM objects can do
+that job and nothing else (the token enforces it with the objects' capabilities and
+``CKA_ALLOWED_MECHANISMS``; the domain refuses the wrong operation before it reaches the
+token). A type that can serve several purposes is made for its default one unless the key's
+creator names another.
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from hsm import KeySpec
 from vault.errors import BadRequest
 
 
+class Purpose(enum.Enum):
+    ENCRYPTION = "encryption"  # envelope encryption: encrypt, decrypt, rewrap, data keys
+    SIGNING = "signing"  # sign, verify, JWKS; signs sealed partner messages
+    DECRYPTION = "decryption"  # RSA-OAEP: partners encrypt to it, the HSM decrypts
+    KEY_AGREEMENT = "key-agreement"  # ECDH: partners agree a key with it (ECDH-ES)
+    MAC = "mac"  # HMAC, record digests, blind indexes
+    OTP = "otp"  # OTP seeds
+
+
+# The operations each purpose allows: what a refusal names ("key cannot be used for sign").
+USES: dict[Purpose, frozenset[str]] = {
+    Purpose.ENCRYPTION: frozenset({"encrypt", "decrypt", "rewrap", "datakey"}),
+    Purpose.SIGNING: frozenset({"sign", "verify"}),
+    Purpose.DECRYPTION: frozenset({"open"}),
+    Purpose.KEY_AGREEMENT: frozenset({"open"}),
+    Purpose.MAC: frozenset({"hmac", "digest", "blind-index"}),
+    Purpose.OTP: frozenset({"otp"}),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class KeyType:
     name: str
-    # (role, spec) for every HSM object of one version; the role suffixes the version's CKA_ID.
-    objects: tuple[tuple[str, KeySpec], ...]
+    # Per purpose the type can serve, the default first: (role, spec) for every HSM object of
+    # one version; the role suffixes the version's CKA_ID.
+    purposes: dict[Purpose, tuple[tuple[str, KeySpec], ...]]
     encryption: bool = False
     signing: bool = False
     hmac: bool = False
     otp: bool = False
 
     @property
-    def asymmetric(self) -> bool:
-        return self.objects[0][1].asymmetric
+    def default_purpose(self) -> Purpose:
+        return next(iter(self.purposes))
 
     @property
-    def spec(self) -> KeySpec:
-        return self.objects[0][1]
+    def asymmetric(self) -> bool:
+        return self.purposes[self.default_purpose][0][1].asymmetric
+
+    def purpose(self, name: str | None) -> Purpose:
+        """The purpose a creator named (``None``: the type's default), if the type serves it."""
+        if name is None:
+            return self.default_purpose
+        for purpose in self.purposes:
+            if purpose.value == name:
+                return purpose
+        allowed = ", ".join(p.value for p in self.purposes)
+        raise BadRequest(f"key type {self.name} serves only these purposes: {allowed}")
 
 
 KEY_TYPES: dict[str, KeyType] = {
     t.name: t
     for t in (
-        KeyType("aes256-gcm96", (("", KeySpec.AES256),), encryption=True),
-        KeyType("hmac", (("", KeySpec.HMAC512),), hmac=True),
-        KeyType("ecdsa-p256", (("", KeySpec.EC_P256),), signing=True),
-        KeyType("ed25519", (("", KeySpec.ED25519),), signing=True),
-        KeyType("rsa-3072", (("", KeySpec.RSA3072),), signing=True),
+        KeyType(
+            "aes256-gcm96", {Purpose.ENCRYPTION: (("", KeySpec.AES256_GCM),)}, encryption=True
+        ),
+        KeyType("hmac", {Purpose.MAC: (("", KeySpec.HMAC512),)}, hmac=True),
+        KeyType(
+            "ecdsa-p256",
+            {
+                Purpose.SIGNING: (("", KeySpec.EC_P256),),
+                Purpose.KEY_AGREEMENT: (("", KeySpec.EC_P256_ECDH),),
+            },
+            signing=True,
+        ),
+        KeyType("ed25519", {Purpose.SIGNING: (("", KeySpec.ED25519),)}, signing=True),
+        KeyType(
+            "rsa-3072",
+            {
+                Purpose.SIGNING: (("", KeySpec.RSA3072),),
+                Purpose.DECRYPTION: (("", KeySpec.RSA3072_OAEP),),
+            },
+            signing=True,
+        ),
         # An OTP seed is wrapped (AES key wrap with padding) by "wrap" and bound to its
         # token by an HMAC under "bind": AES-KW has no associated data of its own.
-        KeyType("otp-seed", (("wrap", KeySpec.AES256), ("bind", KeySpec.HMAC256)), otp=True),
+        KeyType(
+            "otp-seed",
+            {Purpose.OTP: (("wrap", KeySpec.AES256), ("bind", KeySpec.HMAC256))},
+            otp=True,
+        ),
     )
 }
 

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from vault.errors import ConfigError
+from vault.errors import BadRequest, ConfigError
 from vault.keys import KEY_NAME, MIN_ROTATE_PERIOD
 from vault.keytypes import KEY_TYPES
 
@@ -92,6 +92,7 @@ class DeclaredKey:
     name: str
     type: str
     auto_rotate_period: int = 0
+    purpose: str | None = None  # None: the type's default (vault/keytypes.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,12 +202,18 @@ def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
 def _declared_key(name: str, spec: Any) -> DeclaredKey:
     if not isinstance(spec, dict) or not KEY_NAME.fullmatch(name):
         raise _PolicyFileError(f"key {name!r}: bad name or not a table")
-    extra = set(spec) - {"type", "auto_rotate_period"}
+    extra = set(spec) - {"type", "auto_rotate_period", "purpose"}
     if extra:
         raise _PolicyFileError(f"key {name!r}: unknown field(s) {sorted(extra)}")
     kind = spec.get("type")
     if kind not in KEY_TYPES:
         raise _PolicyFileError(f"key {name!r}: type must be one of {sorted(KEY_TYPES)}")
+    purpose = spec.get("purpose")
+    try:
+        if purpose is not None:
+            KEY_TYPES[kind].purpose(purpose if isinstance(purpose, str) else repr(purpose))
+    except BadRequest as exc:
+        raise _PolicyFileError(f"key {name!r}: {exc}") from None
     period = spec.get("auto_rotate_period", 0)
     if (
         not isinstance(period, int)
@@ -217,7 +224,7 @@ def _declared_key(name: str, spec: Any) -> DeclaredKey:
         raise _PolicyFileError(
             f"key {name!r}: auto_rotate_period must be 0 or at least {MIN_ROTATE_PERIOD} seconds"
         )
-    return DeclaredKey(name, kind, period)
+    return DeclaredKey(name, kind, period, purpose)
 
 
 def _expand(operations: Iterable[Any], where: str) -> frozenset[str]:

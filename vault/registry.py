@@ -4,9 +4,13 @@ Each version's HSM object is created before its row is committed: a crash in bet
 an orphan object (harmless, never used, found by reconcile), never a row without a key.
 
 The cache keeps the hot path free of database round trips; other replicas see a rotation or
-a configuration change within ``cache_ttl`` seconds, and a value naming a version newer than
-the cached key makes the registry read the key again at once (``get(newest=...)``), so a
-rotation on one replica is usable everywhere immediately.
+a configuration change (a raised ``min_decryption_version`` included) within ``cache_ttl``
+seconds, and a value naming a version newer than the cached key makes the registry read the
+key again at once (``get(newest=...)``), so a rotation on one replica is usable everywhere
+immediately.
+
+Deleting a key destroys every version's objects after reading the token afresh: SoftHSM 2.6
+hides from a process the objects others made once it has written to the token itself.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hsm import HsmOps
+from hsm import HsmOps, KeySpec
 from vault.errors import BadRequest, NotFound, StoreUnavailable
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion, rotate_period, validate_name
-from vault.keytypes import KeyType, key_type, object_id, object_label
+from vault.keytypes import key_type, object_id, object_label
 from vault.store.keys import KeyStore
 
 T = TypeVar("T")
+Objects = tuple[tuple[str, KeySpec], ...]
 
 _HSM_ID_BYTES = 16
 _ROTATE_ATTEMPTS = 5
@@ -49,13 +54,20 @@ class KeyRegistry:
             and (newest is None or newest <= hit[1].latest_version)
         ):
             return hit[1]
+        read_at = time.monotonic()
         key = await self.store.db.run(lambda: self.store.load(name))
-        self._cache[name] = (time.monotonic(), key)
-        return key
+        return self._remember(read_at, key)
 
     def get_sync(self, name: str) -> Key:
-        key = self.store.load(name)
-        self._cache[name] = (time.monotonic(), key)
+        read_at = time.monotonic()
+        return self._remember(read_at, self.store.load(name))
+
+    def _remember(self, read_at: float, key: Key) -> Key:
+        """Cache ``key`` as of when its read began (so no entry is ever older than the TTL
+        says), unless a read that began later is already there."""
+        hit = self._cache.get(key.name)
+        if hit is None or hit[0] <= read_at:
+            self._cache[key.name] = (read_at, key)
         return key
 
     async def names(self) -> list[str]:
@@ -71,39 +83,58 @@ class KeyRegistry:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def create_sync(
-        self, name: str, type_name: str, auto_rotate_period: int | str = 0
+        self,
+        name: str,
+        type_name: str,
+        auto_rotate_period: int | str = 0,
+        purpose: str | None = None,
     ) -> tuple[Key, bool]:
-        """Create ``name`` with version 1; an existing key is returned unchanged."""
+        """Create ``name`` with version 1 for ``purpose`` (the type's default if ``None``); an
+        existing key is returned unchanged."""
         validate_name(name)
         kind = key_type(type_name)
+        chosen = kind.purpose(purpose)
         period = rotate_period(auto_rotate_period)
         try:
             return self.get_sync(name), False
         except NotFound:
             pass
-        first = self._new_version(name, kind, 1)
+        objects = kind.purposes[chosen]
+        first = self._new_version(name, objects, 1)
         try:
-            created = self.store.insert(name, kind, period, first)
+            created = self.store.insert(name, kind, chosen, period, first)
         except StoreUnavailable:
-            self._destroy_objects(kind, [first])
+            self._destroy_objects(objects, [first])
             raise
         if not created:  # another replica created it first: ours was never used
-            self._destroy_objects(kind, [first])
+            self._destroy_objects(objects, [first])
         return self.get_sync(name), created
 
-    def rotate_sync(self, name: str) -> Key:
+    def rotate_sync(
+        self, name: str, *, if_latest: int | None = None, purpose: str | None = None
+    ) -> Key:
+        """Add a version and make it the latest. ``if_latest``: only if version ``if_latest``
+        is still the latest (how replicas that all see a version's bound crossed rotate it
+        once). ``purpose``: the new version, and the key from now on, serve this purpose
+        (for keys made before purposes existed: README, "Upgrading")."""
         for _ in range(_ROTATE_ATTEMPTS):
             key = self.get_sync(name)
-            version = self._new_version(name, key.type, key.latest_version + 1)
+            if if_latest is not None and key.latest_version != if_latest:
+                return key
+            chosen = key.purpose if purpose is None else key.type.purpose(purpose)
+            objects = key.type.purposes[chosen]
+            version = self._new_version(name, objects, key.latest_version + 1)
             try:
-                moved = self.store.add_version(name, key.latest_version, version)
+                moved = self.store.add_version(
+                    name, key.latest_version, version, None if chosen is key.purpose else chosen
+                )
             except StoreUnavailable:
-                self._destroy_objects(key.type, [version])
+                self._destroy_objects(objects, [version])
                 raise
             if moved:
                 return self.get_sync(name)
             # Another rotation won the race: ours was never used.
-            self._destroy_objects(key.type, [version])
+            self._destroy_objects(objects, [version])
         raise StoreUnavailable("key is being rotated concurrently; try again")
 
     def configure_sync(
@@ -141,20 +172,28 @@ class KeyRegistry:
         key = self.get_sync(name)
         if not key.deletion_allowed:
             raise BadRequest("deletion is not allowed for this key")
-        # Rows first: once they are gone nothing can ask for the objects.
+        # Rows first: once they are gone nothing can ask for the objects. Every version's
+        # objects go, whatever purpose it was made for and whichever process made it.
         self.store.delete(name)
         self._cache.pop(name, None)
-        self._destroy_objects(key.type, list(key.versions.values()))
+        roles = {role for objects in key.type.purposes.values() for role, _ in objects}
+        ids = [v.object_id(role) for v in key.versions.values() for role in sorted(roles)]
+
+        def job(ops: HsmOps) -> None:
+            for oid in ids:
+                ops.destroy(oid)
+
+        self.hsm.run_sync(job, fresh=True)
 
     # -- HSM objects -----------------------------------------------------------------------
 
-    def _new_version(self, name: str, kind: KeyType, number: int) -> KeyVersion:
+    def _new_version(self, name: str, objects: Objects, number: int) -> KeyVersion:
         hsm_id = secrets.token_bytes(_HSM_ID_BYTES)
 
         def job(ops: HsmOps) -> None:
             made: list[bytes] = []
             try:
-                for role, spec in kind.objects:
+                for role, spec in objects:
                     ops.generate(spec, object_id(hsm_id, role), object_label(name, number, role))
                     made.append(object_id(hsm_id, role))
             except BaseException:
@@ -165,10 +204,12 @@ class KeyRegistry:
         self.hsm.run_sync(job)
         return KeyVersion(number, hsm_id, time.time())
 
-    def _destroy_objects(self, kind: KeyType, versions: list[KeyVersion]) -> None:
+    def _destroy_objects(self, objects: Objects, versions: list[KeyVersion]) -> None:
+        """Destroy versions this process has just made (so it sees their objects)."""
+
         def job(ops: HsmOps) -> None:
             for v in versions:
-                for role, _ in kind.objects:
+                for role, _ in objects:
                     ops.destroy(v.object_id(role))
 
         self.hsm.run_sync(job)

@@ -26,6 +26,7 @@ from vault.store.keys import KeyStore
 from vault.store.messages import SeenMessages
 from vault.store.otp_ledger import LockoutPolicy, ReplayLedger
 from vault.transit import Transit
+from vault.usage import WrapCounter
 
 log = logging.getLogger("vault")
 
@@ -47,6 +48,7 @@ class Vault:
     hsm: Hsm
     authenticator: Authenticator
     registry: KeyRegistry
+    wraps: WrapCounter
     transit: Transit
     signer: Signer
     digests: Digests
@@ -60,6 +62,9 @@ class Vault:
         the_hsm = Hsm(runner if runner is not None else open_runner(settings), settings.hsm_timeout)
         registry = KeyRegistry(KeyStore(db), the_hsm, settings.key_cache_ttl)
         signer = Signer(registry, the_hsm)
+        wraps = WrapCounter(
+            registry.store, lambda name, version: registry.rotate_sync(name, if_latest=version)
+        )
         return cls(
             settings=settings,
             policies=policies,
@@ -73,7 +78,8 @@ class Vault:
                 leeway=settings.jwt_leeway,
             ),
             registry=registry,
-            transit=Transit(registry, the_hsm),
+            wraps=wraps,
+            transit=Transit(registry, the_hsm, wraps),
             signer=signer,
             digests=Digests(registry, the_hsm),
             partners=PartnerMessages(
@@ -90,5 +96,6 @@ class Vault:
         )
 
     def close(self) -> None:
+        self.wraps.flush()
         self.hsm.close()
         self.db.dispose()

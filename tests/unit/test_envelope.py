@@ -31,6 +31,7 @@ from vault.envelope import (
 from vault.errors import BadRequest, InvalidCiphertext, KeyVersionUnavailable, VaultError
 from vault.registry import KeyRegistry
 from vault.transit import DecryptItem, Encrypted, Transit
+from vault.usage import WrapCounter
 
 ONE_MESSAGE = "invalid ciphertext: message authentication failed"
 
@@ -57,7 +58,8 @@ class Env:
 def make_env(path: Path) -> Env:
     hsm = FakeHsm()
     registry = registry_over(hsm, f"sqlite:///{path}")
-    return Env(registry.store.db.engine, hsm, registry, Transit(registry, registry.hsm))
+    wraps = WrapCounter(registry.store, lambda n, v: registry.rotate_sync(n, if_latest=v))
+    return Env(registry.store.db.engine, hsm, registry, Transit(registry, registry.hsm, wraps))
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ keys = Table(
     Column("auto_rotate_period", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The one job the key is for (vault/keytypes.py: Purpose); its HSM objects can do no other.
+    Column("purpose", String(32), nullable=False),
 )
 
 key_versions = Table(
@@ -39,16 +41,10 @@ key_versions = Table(
     # CKA_ID of the version's HSM object(s); a role suffix names each object of a version.
     Column("hsm_id", LargeBinary(32), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
+    # Data keys wrapped under the version so far, as the replicas have reported them: what
+    # forces a rotation well before SP 800-38D §8.3's 2^32 random IVs (vault/usage.py).
+    Column("wraps", BigInteger, nullable=False, default=0),
     ForeignKeyConstraint(["key_name"], ["keys.name"], ondelete="CASCADE"),
-)
-
-# NIST SP 800-38D §8.2.1: each process encrypting under a key gets a fixed field of its own.
-nonce_prefixes = Table(
-    "nonce_prefixes",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("created_at", Float, nullable=False),
-    Column("owner", String(128), nullable=False),
 )
 
 # One row per provisioned OTP seed: the last accepted position and the failure count.
