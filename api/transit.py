@@ -34,7 +34,7 @@ from vault.encoding import b64decode, b64encode
 from vault.envelope import EncryptItem
 from vault.errors import BadRequest, NotFound, VaultError
 from vault.keys import Key, validate_name
-from vault.keytypes import key_type
+from vault.keytypes import Purpose, key_type
 from vault.runtime import Vault
 from vault.transit import DecryptItem
 from vault.transit import Encrypted as EncryptedItem
@@ -93,10 +93,11 @@ async def key_view(vault: Vault, key: Key) -> dict[str, Any]:
             "min_decryption_version": key.min_decryption_version,
             "min_encryption_version": key.min_encryption_version,
             "name": key.name,
+            "purpose": key.purpose.value,
             "supports_decryption": kind.encryption,
             "supports_derivation": False,
             "supports_encryption": kind.encryption,
-            "supports_signing": kind.signing,
+            "supports_signing": key.purpose is Purpose.SIGNING,
             "type": kind.name,
         }
     )
@@ -253,6 +254,7 @@ class TransitController(Controller):
             name,
             body.type or "aes256-gcm96",
             body.auto_rotate_period or 0,
+            body.purpose,
         )
         return ok(await key_view(vault, key))
 
