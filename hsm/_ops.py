@@ -113,8 +113,11 @@ _JOBS: dict[KeySpec, tuple[tuple[Attribute, ...], tuple[Attribute, ...], tuple[M
 
 
 def _template(
-    policy: dict[Attribute, Any], off: dict[Attribute, bool], uses: tuple[Attribute, ...],
-    mechanisms: tuple[Mechanism, ...], fixed: dict[Attribute, bool],
+    policy: dict[Attribute, Any],
+    off: dict[Attribute, bool],
+    uses: tuple[Attribute, ...],
+    mechanisms: tuple[Mechanism, ...],
+    fixed: dict[Attribute, bool],
 ) -> dict[Attribute, Any]:
     return {
         **policy,
@@ -123,6 +126,8 @@ def _template(
         Attribute.ALLOWED_MECHANISMS: list(mechanisms),
         **fixed,
     }
+
+
 # A seed unwrapped for one verification: a session object that can only MAC, is never
 # readable, and is destroyed within the job. CKA_PRIVATE only hides an object from this
 # application's sessions that have not logged in (PKCS#11 v2.40 §4.4); a session object of
@@ -190,7 +195,11 @@ class Pkcs11Ops:
         return self._key(key_id, ObjectClass.PUBLIC_KEY)
 
     def forget(self, key_id: bytes) -> None:
-        for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+        for object_class in (
+            ObjectClass.SECRET_KEY,
+            ObjectClass.PRIVATE_KEY,
+            ObjectClass.PUBLIC_KEY,
+        ):
             self._handles.pop((key_id, object_class), None)
         for slot in [s for s in self._canaries if s[: len(key_id)] == key_id]:
             del self._canaries[slot]
@@ -236,8 +245,9 @@ class Pkcs11Ops:
         elif spec in (KeySpec.AES256_GCM, KeySpec.HMAC512):
             uses, _, mechanisms = _JOBS[spec]
             key_type, bits = (
-                (KeyType.AES, 256) if spec is KeySpec.AES256_GCM else
-                (KeyType.GENERIC_SECRET, _HMAC_KEY_BITS[spec])
+                (KeyType.AES, 256)
+                if spec is KeySpec.AES256_GCM
+                else (KeyType.GENERIC_SECRET, _HMAC_KEY_BITS[spec])
             )
             s.generate_key(
                 key_type,
@@ -373,11 +383,14 @@ class Pkcs11Ops:
                 if canary is None:
                     canary = self._canaries[slot] = bytes(
                         self._public_key(key_id).encrypt(
-                            _CANARY_PLAINTEXT, mechanism=Mechanism.RSA_PKCS_OAEP,
+                            _CANARY_PLAINTEXT,
+                            mechanism=Mechanism.RSA_PKCS_OAEP,
                             mechanism_param=param,
                         )
                     )
-                opened = key.decrypt(canary, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param)
+                opened = key.decrypt(
+                    canary, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
+                )
             return bytes(opened) == _CANARY_PLAINTEXT
         except p11e.PKCS11Error:
             return False

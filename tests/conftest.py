@@ -176,7 +176,9 @@ def token_objects(settings) -> list[dict[str, str]]:  # type: ignore[no-untyped-
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
-PG_ADMIN_URL = os.environ.get("VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _pg_admin(statement: str) -> None:

@@ -70,9 +70,7 @@ class KeyType:
 KEY_TYPES: dict[str, KeyType] = {
     t.name: t
     for t in (
-        KeyType(
-            "aes256-gcm96", {Purpose.ENCRYPTION: (("", KeySpec.AES256_GCM),)}, encryption=True
-        ),
+        KeyType("aes256-gcm96", {Purpose.ENCRYPTION: (("", KeySpec.AES256_GCM),)}, encryption=True),
         KeyType("hmac", {Purpose.MAC: (("", KeySpec.HMAC512),)}, hmac=True),
         KeyType(
             "ecdsa-p256",

@@ -110,9 +110,7 @@ def require_signing(key: Key, operation: str) -> None:
 
 def jws_algorithm(key: Key) -> str:
     """The JWS ``alg`` this signing key signs with by default (RFC 7518 §3.1, RFC 8037 §3.1)."""
-    return {KeySpec.EC_P256: "ES256", KeySpec.ED25519: "EdDSA", KeySpec.RSA3072: "PS256"}[
-        key.spec
-    ]
+    return {KeySpec.EC_P256: "ES256", KeySpec.ED25519: "EdDSA", KeySpec.RSA3072: "PS256"}[key.spec]
 
 
 def _plan(key: Key, options: SignOptions, *, signing: bool) -> _Plan:

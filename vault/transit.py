@@ -117,7 +117,9 @@ class Transit:
             if isinstance(dek, VaultError):
                 out[i] = dek
                 continue
-            assert isinstance(item, DecryptItem) and p is not None and dek is not None
+            assert isinstance(item, DecryptItem)
+            assert p is not None
+            assert dek is not None
             plaintext = Envelope.open(key, p, dek, item.associated_data)
             if plaintext is None:
                 failed[i] = key.versions[p.version].object_id()

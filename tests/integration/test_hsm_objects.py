@@ -16,6 +16,7 @@ from vault.otp.service import TokenIdentity, VerifyInput, token_params
 
 pytestmark = pytest.mark.hsm
 
+
 def test_every_vault_key_is_sensitive_and_never_extractable(runtime, settings) -> None:  # type: ignore[no-untyped-def]
     # Make sure every kind of key exists, then ask the independent reader.
     for kind in ("aes256-gcm96", "hmac", "ecdsa-p256", "ed25519", "rsa-3072", "otp-seed"):

@@ -145,7 +145,6 @@ class KeyStore:
 
         self.db.run_sync(write)
 
-
     def add_wraps(self, counts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """Add to versions' wrap counts in one transaction; the totals after it, for the
         versions that still exist."""
