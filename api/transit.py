@@ -401,7 +401,8 @@ class TransitController(Controller):
         result: dict[str, Any] = {"ciphertext": made.ciphertext, "key_version": made.key_version}
         if kind == "plaintext":
             result["plaintext"] = b64encode(made.plaintext)
-        return ok(result, secret=kind == "plaintext")
+        # Both kinds: a route whose answer may carry a data key is never cached.
+        return ok(result, secret=True)
 
     @post(
         ["/random", "/random/{count:int}", "/random/{source:str}/{count:int}"],

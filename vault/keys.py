@@ -20,7 +20,8 @@ KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MIN_ROTATE_PERIOD = 3600  # as Vault: automatic rotation at most once an hour
 MAX_ROTATE_PERIOD = 2**31 - 1  # the column is a 32-bit integer (about 68 years)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^([0-9]{1,12})(?:\.[0-9]{1,9})?([smhd]?)$")
+_DURATION = re.compile(r"(?P<number>[0-9]{1,12}(?:\.[0-9]{1,9})?)(?P<unit>[smhd]?)")
+_PERIOD_FORM = "auto_rotate_period must be whole seconds or a duration like '24h'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +105,19 @@ def validate_name(name: str) -> str:
 
 
 def rotate_period(value: int | float | str) -> int:
-    """Seconds, or a duration such as ``"24h"``, ``"30m"``, ``"3600s"`` (Vault's forms); 0 is
-    off, anything else is at least an hour and fits the column."""
-    seconds: float
-    if isinstance(value, bool):
-        raise BadRequest("auto_rotate_period must be seconds or a duration like '24h'")
-    if isinstance(value, int | float):
+    """Whole seconds, or a duration such as ``"24h"``, ``"1.5h"``, ``"30m"``, ``"3600s"``
+    (Vault's forms; ``""`` is 0); 0 is off, anything else is at least an hour and fits the
+    column. A fraction needs a unit (``"86400.0"`` and ``86400.5`` are refused, as in Vault)."""
+    if isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.fullmatch(text)
+        if text and (match is None or ("." in match["number"] and not match["unit"])):
+            raise BadRequest(_PERIOD_FORM)
+        seconds = float(match["number"]) * _DURATION_UNITS[match["unit"] or "s"] if match else 0.0
+    elif isinstance(value, int) and not isinstance(value, bool):
         seconds = value
     else:
-        match = _DURATION.fullmatch(value.strip())
-        if match is None:
-            raise BadRequest("auto_rotate_period must be seconds or a duration like '24h'")
-        number = value.strip().rstrip("smhd")
-        seconds = float(number) * _DURATION_UNITS[match[2] or "s"]
+        raise BadRequest(_PERIOD_FORM)
     if not math.isfinite(seconds) or not (
         seconds == 0 or MIN_ROTATE_PERIOD <= seconds <= MAX_ROTATE_PERIOD
     ):

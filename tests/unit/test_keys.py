@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from hsm import KeySpec
 from tests.unit.fake_hsm import FakeHsm, FakeOps, registry_over
 from vault.errors import BadRequest, HsmUnavailable, KeyVersionUnavailable, NotFound
-from vault.keys import Key, validate_name
+from vault.keys import MAX_ROTATE_PERIOD, MIN_ROTATE_PERIOD, Key, rotate_period, validate_name
 from vault.keytypes import KEY_TYPES, Purpose, object_id, object_label
 from vault.registry import KeyRegistry
 from vault.store import tables
@@ -484,3 +486,37 @@ def test_an_older_read_never_replaces_a_newer_one_in_the_cache(registry: KeyRegi
     newer = registry.rotate_sync("k")
     registry._remember(time.monotonic() - 10, old)  # a slow read that began long ago
     assert asyncio.run(registry.get("k")) == newer
+
+
+# -- rotation periods -----------------------------------------------------------------------
+
+
+@given(
+    value=st.one_of(
+        st.text(max_size=40),
+        st.from_regex(r"-?[0-9]{0,25}(\.[0-9]{0,12})?(e[0-9]{1,4})?[smhdHP]?", fullmatch=True),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+    )
+)
+def test_a_rotation_period_is_a_valid_number_of_seconds_or_a_bad_request(value: object) -> None:
+    try:
+        seconds = rotate_period(value)  # type: ignore[arg-type]
+    except BadRequest:
+        return
+    assert seconds == 0 or MIN_ROTATE_PERIOD <= seconds <= MAX_ROTATE_PERIOD
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("24h", 86400), ("1.5h", 5400), ("3600s", 3600), ("1d", 86400), ("", 0), ("0", 0), (0, 0)],
+)
+def test_rotation_periods_in_vaults_forms(value: int | str, seconds: int) -> None:
+    assert rotate_period(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["86400.0", 86400.5, 86400.0, "1e400s", 10**23, True, "1h30m"])
+def test_rotation_periods_vault_refuses(value: object) -> None:
+    with pytest.raises(BadRequest, match="auto_rotate_period"):
+        rotate_period(value)  # type: ignore[arg-type]
