@@ -9,7 +9,9 @@ Every request goes over a fresh connection, so both workers of each server take 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,12 +54,14 @@ class Replica:
         return r.json()["data"]
 
 
-@pytest.fixture
-def replicas(settings: Any, database_url: str) -> Iterator[tuple[Replica, Replica]]:
+@contextlib.contextmanager
+def two_servers(
+    settings: Any, database_url: str, workers: int
+) -> Iterator[tuple[Replica, Replica]]:
     env = {"VAULT_DATABASE_URL": database_url, "VAULT_KEY_CACHE_TTL": str(CACHE_TTL)}
-    servers = [Server(settings, workers=2, env=env)]
+    servers = [Server(settings, workers=workers, env=env)]
     try:
-        servers.append(Server(settings, workers=2, env=env))
+        servers.append(Server(settings, workers=workers, env=env))
         token = mint(settings, SERVICE)
         made = (Replica(servers[0], token), Replica(servers[1], token))
         yield made
@@ -66,6 +70,35 @@ def replicas(settings: Any, database_url: str) -> Iterator[tuple[Replica, Replic
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def replicas(settings: Any, database_url: str) -> Iterator[tuple[Replica, Replica]]:
+    with two_servers(settings, database_url, workers=2) as made:
+        yield made
+
+
+@pytest.fixture
+def processes(settings: Any, tmp_path: Any) -> Iterator[tuple[Replica, Replica]]:
+    """Two single-process servers: which process does what is up to the test."""
+    from vault import store
+
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    engine = store.make_engine(url)
+    store.migrate(engine)
+    engine.dispose()
+    with two_servers(settings, url, workers=1) as made:
+        yield made
+
+
+def token_labels(settings: Any, names: list[str]) -> dict[str, int]:
+    """How many objects of each key pkcs11-tool finds on the token."""
+    found = dict.fromkeys(names, 0)
+    for obj in token_objects(settings):
+        for name in names:
+            if obj.get("label", "").startswith(f"vault:{name}:"):
+                found[name] += 1
+    return found
 
 
 def test_a_rotation_on_one_replica_is_usable_on_the_other_at_once(
@@ -164,7 +197,8 @@ def test_deleted_keys_leave_no_object_on_the_token(
         ("aes256-gcm96", None),
     ]
     names = [f"conformance-del-{i}-{uuid.uuid4().hex[:8]}" for i in range(len(kinds))]
-    pick = itertools.cycle(replicas)
+    chooser = random.Random(12)  # as a load balancer spreads requests: unevenly
+    pick = iter(lambda: chooser.choice(replicas), None)
     for name, (kind, purpose) in zip(names, kinds, strict=True):
         body = {"type": kind} | ({"purpose": purpose} if purpose else {})
         next(pick).data(f"keys/{name}", **body)
@@ -174,15 +208,7 @@ def test_deleted_keys_leave_no_object_on_the_token(
     for name in names:
         next(pick).data(f"keys/{name}/config", deletion_allowed=True)
 
-    def labels() -> dict[str, int]:
-        found = dict.fromkeys(names, 0)
-        for obj in token_objects(settings):
-            for name in names:
-                if obj.get("label", "").startswith(f"vault:{name}:"):
-                    found[name] += 1
-        return found
-
-    before = labels()
+    before = token_labels(settings, names)
     # Four versions each: one object per secret key, a private and a public one per pair.
     assert before == {
         name: 4 * (2 if kind in ("ecdsa-p256", "ed25519") else 1)
@@ -192,8 +218,27 @@ def test_deleted_keys_leave_no_object_on_the_token(
         replica = next(pick)
         r = replica.client.delete(f"/v1/transit/keys/{name}")
         assert r.status_code == 204, r.text
-    assert labels() == dict.fromkeys(names, 0)
+    assert token_labels(settings, names) == dict.fromkeys(names, 0)
     time.sleep(CACHE_TTL)  # every worker has forgotten the keys by now
     for replica in replicas * 2:
         for name in names:
             assert replica.post(f"decrypt/{name}", ciphertext="vault:v1:AAAA").status_code == 404
+
+
+def test_a_delete_destroys_versions_made_by_a_process_it_did_not_see(
+    processes: tuple[Replica, Replica], settings: Any
+) -> None:
+    """SoftHSM 2.6 stops showing a process the objects another one makes once it writes to
+    the token itself. The worst order, on purpose: B makes a version, A then writes (another
+    key's version), and A deletes the key: A reads the token afresh first."""
+    a, b = processes
+    names = [f"conformance-blind-{i}-{uuid.uuid4().hex[:8]}" for i in range(3)]
+    decoy = f"conformance-blind-decoy-{uuid.uuid4().hex[:8]}"
+    a.data(f"keys/{decoy}")
+    for name in names:
+        a.data(f"keys/{name}")
+        b.data(f"keys/{name}/rotate")  # made by B
+        a.data(f"keys/{decoy}/rotate")  # A writes: B's object is out of A's view now
+        a.data(f"keys/{name}/config", deletion_allowed=True)
+        assert a.client.delete(f"/v1/transit/keys/{name}").status_code == 204
+    assert token_labels(settings, names) == dict.fromkeys(names, 0)
