@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -16,6 +17,8 @@ from vault.errors import VaultError
 
 if TYPE_CHECKING:
     from vault.runtime import Vault
+
+T = TypeVar("T")
 
 
 def settings_or_exit() -> Settings:
@@ -107,19 +110,24 @@ def keys_list() -> None:
         rt.close()
 
 
+def _change(action: Callable[[Vault], T]) -> T:
+    """Run one key change on a runtime of its own; a refusal is the command's error."""
+    rt = _runtime()
+    try:
+        return action(rt)
+    except VaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        rt.close()
+
+
 @keys.command("create")
 @click.argument("name")
 @click.option("--type", "type_name", default="aes256-gcm96", show_default=True)
 @click.option("--purpose", default=None, help="the one job the key is for (default: the type's)")
 def keys_create(name: str, type_name: str, purpose: str | None) -> None:
     """Create key NAME (idempotent)."""
-    rt = _runtime()
-    try:
-        _, created = rt.registry.create_sync(name, type_name, purpose=purpose)
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
+    _, created = _change(lambda rt: rt.registry.create_sync(name, type_name, purpose=purpose))
     click.echo(f"{'created' if created else 'exists'}: {name}")
 
 
@@ -127,13 +135,7 @@ def keys_create(name: str, type_name: str, purpose: str | None) -> None:
 @click.argument("name")
 def keys_rotate(name: str) -> None:
     """Add a new version to key NAME and make it the one that encrypts."""
-    rt = _runtime()
-    try:
-        key = rt.registry.rotate_sync(name)
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
+    key = _change(lambda rt: rt.registry.rotate_sync(name))
     click.echo(f"{name}: latest version is now v{key.latest_version}")
 
 
@@ -145,13 +147,7 @@ def keys_set_purpose(name: str, purpose: str) -> None:
 
     For keys made before purposes existed (README, "Upgrading"): from now on the key is used
     for PURPOSE only, and its new version's HSM objects can do nothing else."""
-    rt = _runtime()
-    try:
-        key = rt.registry.rotate_sync(name, purpose=purpose)
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
+    key = _change(lambda rt: rt.registry.rotate_sync(name, purpose=purpose))
     click.echo(f"{name}: {key.purpose.value}, latest version is now v{key.latest_version}")
 
 
