@@ -362,38 +362,40 @@ class Pkcs11Ops:
             raise DecryptionFailed() from None
 
     def key_works(self, key_id: bytes, oaep_hash: str | None = None) -> bool:
-        """A known-good ciphertext (made once per key and process: under a random IV for
-        AES-GCM) decrypts again."""
-        slot = key_id if oaep_hash is None else key_id + b"\x00oaep:" + oaep_hash.encode()
+        """A known-good ciphertext (made once per key and process) decrypts again."""
         try:
             if oaep_hash is None:
-                key = self._key(key_id)
-                canary = self._canaries.get(slot)
-                if canary is None:
-                    canary = self._canaries[slot] = self.encrypt_gcm(
-                        key_id, os.urandom(GCM_IV_BYTES), _CANARY_PLAINTEXT, _CANARY_AAD
-                    )
-                iv, sealed = canary
-                param: Any = GCMParams(iv, _CANARY_AAD, GCM_TAG_BITS)
-                opened = key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=param)
+                key, mechanism = self._key(key_id), Mechanism.AES_GCM
+                param, sealed = self._gcm_canary(key_id)
             else:
-                key = self._private(key_id)
-                param = _OAEP_PARAMS[oaep_hash]
-                canary = self._canaries.get(slot)
-                if canary is None:
-                    canary = self._canaries[slot] = bytes(
-                        self._public_key(key_id).encrypt(
-                            _CANARY_PLAINTEXT,
-                            mechanism=Mechanism.RSA_PKCS_OAEP,
-                            mechanism_param=param,
-                        )
-                    )
-                opened = key.decrypt(
-                    canary, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
-                )
+                key, mechanism = self._private(key_id), Mechanism.RSA_PKCS_OAEP
+                param, sealed = self._oaep_canary(key_id, oaep_hash)
+            opened = key.decrypt(sealed, mechanism=mechanism, mechanism_param=param)
             return bytes(opened) == _CANARY_PLAINTEXT
         except p11e.PKCS11Error:
             return False
+
+    def _gcm_canary(self, key_id: bytes) -> tuple[Any, bytes]:
+        """Under a random IV like any other wrap."""
+        canary = self._canaries.get(key_id)
+        if canary is None:
+            iv, sealed = self.encrypt_gcm(
+                key_id, os.urandom(GCM_IV_BYTES), _CANARY_PLAINTEXT, _CANARY_AAD
+            )
+            canary = self._canaries[key_id] = (GCMParams(iv, _CANARY_AAD, GCM_TAG_BITS), sealed)
+        return canary
+
+    def _oaep_canary(self, key_id: bytes, oaep_hash: str) -> tuple[Any, bytes]:
+        slot = key_id + b"\x00oaep:" + oaep_hash.encode()
+        canary = self._canaries.get(slot)
+        if canary is None:
+            param = _OAEP_PARAMS[oaep_hash]
+            public = self._public_key(key_id)
+            sealed = public.encrypt(
+                _CANARY_PLAINTEXT, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
+            )
+            canary = self._canaries[slot] = (param, bytes(sealed))
+        return canary
 
     def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
         return bytes(self._key(key_id).sign(data, mechanism=_MAC_MECHANISMS[algorithm]))

@@ -192,10 +192,10 @@ class Envelope:
 
     @staticmethod
     def open(
-        key: Key, parsed: ParsedCiphertext, dek: bytes | None, associated_data: bytes
+        key: Key, parsed: ParsedCiphertext, dek: bytes, associated_data: bytes
     ) -> bytes | None:
         """The plaintext, or ``None`` when the payload does not authenticate. A data key that
-        did not unwrap (``None``) is replaced by a random one, so the host does the same
+        did not unwrap (``UNDECIDED``) is replaced by a random one, so the host does the same
         work either way (as RFC 7516 §11.5 does for JWE)."""
         ctx = context(key.name, parsed.version)
         try:

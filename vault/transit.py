@@ -99,10 +99,8 @@ class Transit:
         out: list[bytes | VaultError | None] = []
         for item in items:
             try:
-                if isinstance(item, VaultError):
-                    raise item
-                parsed.append(parse(item.ciphertext))
-                out.append(None)
+                parsed.append(parse(item.ciphertext) if isinstance(item, DecryptItem) else None)
+                out.append(item if isinstance(item, VaultError) else None)
             except VaultError as exc:
                 parsed.append(None)
                 out.append(exc)
@@ -120,10 +118,9 @@ class Transit:
             assert isinstance(item, DecryptItem)
             assert p is not None
             assert dek is not None
-            plaintext = Envelope.open(key, p, dek, item.associated_data)
-            if plaintext is None:
+            out[i] = Envelope.open(key, p, dek, item.associated_data)
+            if out[i] is None:  # the data key or the payload did not authenticate
                 failed[i] = key.versions[p.version].object_id()
-            out[i] = plaintext
         if failed:
             works = await self.hsm.run(Envelope.check_job(list(failed.values())))
             for i, kek in failed.items():
