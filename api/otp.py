@@ -203,7 +203,8 @@ class OtpController(Controller):
         self, call: CallParam, name: FromPath[str], data: JSONBody[SeedBody]
     ) -> Reply:
         blob = await call.vault.otp.import_seed(name, _identity(data), _params(data), _seed(data))
-        return ok({"encrypted_seed": blob})
+        # The same answer shape as a new seed's, which may carry the seed: never cached.
+        return ok({"encrypted_seed": blob}, secret=True)
 
     @post(
         "/seeds/{name:str}/import-pskc", opt=route("otp:import"), responses=answers(ImportedTokens)

@@ -20,6 +20,8 @@ StatusCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 
 class CreateKey(Struct, kw_only=True):
     type: Annotated[str, Meta(max_length=64)] | None = None
+    # The one job the key is for (README: "One key, one purpose"); the type's default if absent.
+    purpose: Annotated[str, Meta(max_length=64)] | None = None
     auto_rotate_period: Period = None
     exportable: bool | None = None
     allow_plaintext_backup: bool | None = None
@@ -166,6 +168,7 @@ class KeyNames(Struct):
 class KeyInfo(Struct, kw_only=True):
     name: str
     type: str
+    purpose: str
     latest_version: int
     min_available_version: int
     min_decryption_version: int

@@ -38,7 +38,7 @@ from vault.envelope import EncryptItem
 from vault.errors import BadRequest, NotFound, VaultError
 from vault.hashing import hash_sum
 from vault.keys import Key, validate_name
-from vault.keytypes import key_type
+from vault.keytypes import Purpose, key_type
 from vault.otp.service import SEEDS_NOT_REWRAPPABLE
 from vault.registry import Authority
 from vault.runtime import Vault
@@ -99,10 +99,11 @@ async def key_view(vault: Vault, key: Key) -> dict[str, Any]:
             "min_decryption_version": key.min_decryption_version,
             "min_encryption_version": key.min_encryption_version,
             "name": key.name,
+            "purpose": key.purpose.value,
             "supports_decryption": kind.encryption,
             "supports_derivation": False,
             "supports_encryption": kind.encryption,
-            "supports_signing": kind.signing,
+            "supports_signing": key.purpose is Purpose.SIGNING,
             "type": kind.name,
         }
     )
@@ -243,6 +244,7 @@ class TransitController(Controller):
             name,
             body.type or "aes256-gcm96",
             body.auto_rotate_period or 0,
+            body.purpose,
             by=authority(call),
         )
         return ok(await key_view(vault, key))
@@ -409,7 +411,8 @@ class TransitController(Controller):
         result: dict[str, Any] = {"ciphertext": made.ciphertext, "key_version": made.key_version}
         if kind == "plaintext":
             result["plaintext"] = b64encode(made.plaintext)
-        return ok(result, secret=kind == "plaintext")
+        # Both kinds: a route whose answer may carry a data key is never cached.
+        return ok(result, secret=True)
 
     @post(
         ["/random", "/random/{count:int}", "/random/{source:str}/{count:int}"],

@@ -59,10 +59,19 @@ _MECHANISM: tuple[type[Exception], ...] = (
 )
 
 
+# Return values python-pkcs11 0.10 has no class for ("Unmapped error code 0x68"): the key's
+# policy forbids the call (PKCS#11 v2.40 §5.1: CKR_KEY_FUNCTION_NOT_PERMITTED,
+# CKR_ACTION_PROHIBITED).
+_KEY_POLICY_CODES = ("0x68", "0x1b")
+
+
 def translate(exc: BaseException) -> HsmError:
     """The adapter's error for one exception raised by python-pkcs11."""
     if isinstance(exc, HsmError):
         return exc
+    if type(exc) is PKCS11Error and str(exc).endswith(_KEY_POLICY_CODES):
+        log.error("the HSM refused a use the key was not made for")
+        return MechanismUnsupported("the key may not be used this way")
     if isinstance(exc, _LOGIN):
         log.error("HSM login refused: %s", type(exc).__name__)
         return LoginRefused()

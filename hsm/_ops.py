@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pkcs11
 import pkcs11.exceptions as p11e
@@ -16,7 +16,13 @@ from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
-from hsm.errors import AuthenticationFailed, HsmUnavailable, InputRejected, ObjectMissing
+from hsm.errors import (
+    AuthenticationFailed,
+    DecryptionFailed,
+    HsmUnavailable,
+    InputRejected,
+    ObjectMissing,
+)
 from hsm.interface import GeneratedSeed, KeySpec, MacAlgorithm, ObjectInfo, SignScheme
 
 log = logging.getLogger("hsm")
@@ -65,6 +71,63 @@ _SECRET_POLICY = {
     Attribute.SENSITIVE: True,
     Attribute.EXTRACTABLE: False,
 }
+# ... and never changed or copied (PKCS#11 v2.40 §4.4): no one holding the PIN can add a
+# capability to a key, or copy it into an object with other attributes. Last in a template:
+# SoftHSM 2.6 applies CKA_MODIFIABLE as it reads the template (softhsm/README.md).
+_FIXED = {Attribute.COPYABLE: False, Attribute.MODIFIABLE: False}
+# Every capability an object of each class can carry, off; each spec turns on its own.
+_SECRET_USES_OFF = dict.fromkeys(
+    (
+        Attribute.ENCRYPT,
+        Attribute.DECRYPT,
+        Attribute.WRAP,
+        Attribute.UNWRAP,
+        Attribute.SIGN,
+        Attribute.VERIFY,
+        Attribute.DERIVE,
+    ),
+    False,
+)
+_PRIVATE_USES_OFF = dict.fromkeys(
+    (Attribute.SIGN, Attribute.SIGN_RECOVER, Attribute.DECRYPT, Attribute.UNWRAP, Attribute.DERIVE),
+    False,
+)
+_PUBLIC_USES_OFF = dict.fromkeys(
+    (Attribute.VERIFY, Attribute.VERIFY_RECOVER, Attribute.ENCRYPT, Attribute.WRAP), False
+)
+_PUBLIC_POLICY = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.MODIFIABLE: False}
+_RSA_SIGNATURES = (Mechanism.RSA_PKCS_PSS, Mechanism.RSA_PKCS)
+_SHA2_HMACS = (Mechanism.SHA256_HMAC, Mechanism.SHA384_HMAC, Mechanism.SHA512_HMAC)
+# Per spec: (what the secret or private key may do, what the public key may do, the only
+# mechanisms either may be used with).
+_JOBS: dict[KeySpec, tuple[tuple[Attribute, ...], tuple[Attribute, ...], tuple[Mechanism, ...]]] = {
+    KeySpec.AES256_GCM: ((Attribute.ENCRYPT, Attribute.DECRYPT), (), (Mechanism.AES_GCM,)),
+    KeySpec.HMAC512: ((Attribute.SIGN, Attribute.VERIFY), (), _SHA2_HMACS),
+    KeySpec.EC_P256: ((Attribute.SIGN,), (Attribute.VERIFY,), (Mechanism.ECDSA,)),
+    KeySpec.EC_P256_ECDH: ((Attribute.DERIVE,), (), (Mechanism.ECDH1_DERIVE,)),
+    KeySpec.ED25519: ((Attribute.SIGN,), (Attribute.VERIFY,), (Mechanism.EDDSA,)),
+    KeySpec.RSA3072: ((Attribute.SIGN,), (Attribute.VERIFY,), _RSA_SIGNATURES),
+    # The public half encrypts only for the canary (key_works); partners encrypt on their own.
+    KeySpec.RSA3072_OAEP: ((Attribute.DECRYPT,), (Attribute.ENCRYPT,), (Mechanism.RSA_PKCS_OAEP,)),
+}
+
+
+def _template(
+    policy: dict[Attribute, Any],
+    off: dict[Attribute, bool],
+    uses: tuple[Attribute, ...],
+    mechanisms: tuple[Mechanism, ...],
+    fixed: dict[Attribute, bool],
+) -> dict[Attribute, Any]:
+    return {
+        **policy,
+        **off,
+        **dict.fromkeys(uses, True),
+        Attribute.ALLOWED_MECHANISMS: list(mechanisms),
+        **fixed,
+    }
+
+
 # A key that computes MACs and nothing else.
 _MAC_ONLY = {
     Attribute.SIGN: True,
@@ -149,56 +212,47 @@ def _wrappable_seed(sensitive: bool) -> dict[Attribute, Any]:
 class Pkcs11Ops:
     """The token session plus a cache of key handles.
 
-    Secret and private keys are used through session-object copies made inside the token
-    (``C_CopyObject``, which keeps them sensitive and non-extractable): SoftHSM2 re-reads
-    its object store on each use of a token object, and a session copy is about twice as
-    fast. The copies vanish with the session.
+    Keys are used as the token objects they are, never through session copies: a copy would
+    live on in this process after another one deleted the key, and SoftHSM 2.6 refuses to
+    copy a ``CKA_MODIFIABLE=false`` key into a session object anyway. SoftHSM re-reads its
+    file store on each use of a token object, which costs ~15 µs per call (docs/design.md).
     """
 
     def __init__(self, session: pkcs11.Session) -> None:
         self._session = session
-        self._handles: dict[bytes, Any] = {}
-        self._public: dict[bytes, Any] = {}
+        self._handles: dict[tuple[bytes, ObjectClass], Any] = {}
         self._canaries: dict[bytes, Any] = {}
 
     # -- objects -----------------------------------------------------------------------
 
-    def _find(self, key_id: bytes, object_class: ObjectClass) -> Any:
-        found = list(
-            self._session.get_objects({Attribute.ID: key_id, Attribute.CLASS: object_class})
-        )
-        if not found:
-            raise ObjectMissing()
-        token_objects = [o for o in found if o[Attribute.TOKEN]]
-        return (token_objects or found)[0]
-
     def _key(self, key_id: bytes, object_class: ObjectClass = ObjectClass.SECRET_KEY) -> Any:
-        handle = self._handles.get(key_id)
+        handle = self._handles.get((key_id, object_class))
         if handle is None:
-            original = self._find(key_id, object_class)
-            # SoftHSM 2.6.1 refuses every non-empty copy template of a CKA_MODIFIABLE=false
-            # object (softhsm/README.md): such a key is used as the token object it is.
-            handle = (
-                original.copy({Attribute.TOKEN: False})
-                if original[Attribute.MODIFIABLE]
-                else original
+            found = list(
+                self._session.get_objects(
+                    {Attribute.ID: key_id, Attribute.CLASS: object_class, Attribute.TOKEN: True}
+                )
             )
-            self._handles[key_id] = handle
+            if not found:
+                raise ObjectMissing()
+            handle = self._handles[(key_id, object_class)] = found[0]
         return handle
 
     def _private(self, key_id: bytes) -> Any:
         return self._key(key_id, ObjectClass.PRIVATE_KEY)
 
     def _public_key(self, key_id: bytes) -> Any:
-        handle = self._public.get(key_id)
-        if handle is None:
-            handle = self._find(key_id, ObjectClass.PUBLIC_KEY)
-            self._public[key_id] = handle
-        return handle
+        return self._key(key_id, ObjectClass.PUBLIC_KEY)
 
     def forget(self, key_id: bytes) -> None:
-        for cache in (self._handles, self._public, self._canaries):
-            cache.pop(key_id, None)
+        for object_class in (
+            ObjectClass.SECRET_KEY,
+            ObjectClass.PRIVATE_KEY,
+            ObjectClass.PUBLIC_KEY,
+        ):
+            self._handles.pop((key_id, object_class), None)
+        for slot in [s for s in self._canaries if s[: len(key_id)] == key_id]:
+            del self._canaries[slot]
 
     def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
         s = self._session
@@ -223,7 +277,7 @@ class Pkcs11Ops:
                     Attribute.DERIVE: False,
                 },
             )
-        elif spec in (KeySpec.HMAC256, KeySpec.HMAC512):
+        elif spec is KeySpec.HMAC256:
             s.generate_key(
                 KeyType.GENERIC_SECRET,
                 _HMAC_KEY_BITS[spec],
@@ -241,6 +295,21 @@ class Pkcs11Ops:
                     Attribute.DERIVE: False,
                 },
             )
+        elif spec in (KeySpec.AES256_GCM, KeySpec.HMAC512):
+            uses, _, mechanisms = _JOBS[spec]
+            key_type, bits = (
+                (KeyType.AES, 256)
+                if spec is KeySpec.AES256_GCM
+                else (KeyType.GENERIC_SECRET, _HMAC_KEY_BITS[spec])
+            )
+            s.generate_key(
+                key_type,
+                bits,
+                id=key_id,
+                label=label,
+                store=True,
+                template=_template(_SECRET_POLICY, _SECRET_USES_OFF, uses, mechanisms, _FIXED),
+            )
         else:
             self._generate_pair(spec, key_id, label)
 
@@ -252,21 +321,12 @@ class Pkcs11Ops:
 
     def _generate_pair(self, spec: KeySpec, key_id: bytes, label: str) -> None:
         s = self._session
-        public_template = {
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: False,
-            Attribute.MODIFIABLE: False,
-            Attribute.VERIFY: True,
-        }
-        private_template: dict[Attribute, Any] = {
-            **_SECRET_POLICY,
-            Attribute.SIGN: True,
-            Attribute.DECRYPT: spec is KeySpec.RSA3072,
-            Attribute.UNWRAP: False,
-            Attribute.DERIVE: spec is KeySpec.EC_P256,
-        }
-        if spec is KeySpec.RSA3072:
-            public_template[Attribute.ENCRYPT] = True
+        private_uses, public_uses, mechanisms = _JOBS[spec]
+        public_template = _template(_PUBLIC_POLICY, _PUBLIC_USES_OFF, public_uses, mechanisms, {})
+        private_template = _template(
+            _SECRET_POLICY, _PRIVATE_USES_OFF, private_uses, mechanisms, _FIXED
+        )
+        if spec in (KeySpec.RSA3072, KeySpec.RSA3072_OAEP):
             s.generate_keypair(
                 KeyType.RSA,
                 3072,
@@ -277,12 +337,12 @@ class Pkcs11Ops:
                 private_template=private_template,
             )
             return
-        if spec is KeySpec.EC_P256:
-            key_type, mechanism = KeyType.EC, Mechanism.EC_KEY_PAIR_GEN
-            params = encode_named_curve_parameters(_EC_P256)
-        else:
+        if spec is KeySpec.ED25519:
             key_type, mechanism = KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
             params = encode_named_curve_parameters(_ID_ED25519)
+        else:
+            key_type, mechanism = KeyType.EC, Mechanism.EC_KEY_PAIR_GEN
+            params = encode_named_curve_parameters(_EC_P256)
         domain = s.create_domain_parameters(key_type, {Attribute.EC_PARAMS: params}, local=True)
         domain.generate_keypair(
             id=key_id,
@@ -320,10 +380,8 @@ class Pkcs11Ops:
         return result
 
     def session_object_count(self) -> int:
-        """Session objects besides the cached key copies (seeds mid-verification)."""
-        cached = sum(1 for h in self._handles.values() if not h[Attribute.TOKEN])
-        total = sum(1 for _ in self._session.get_objects({Attribute.TOKEN: False}))
-        return total - cached
+        """Session objects (seeds mid-verification): none outside a job."""
+        return sum(1 for _ in self._session.get_objects({Attribute.TOKEN: False}))
 
     # -- symmetric -------------------------------------------------------------------------
 
@@ -335,14 +393,17 @@ class Pkcs11Ops:
     ) -> tuple[bytes, bytes]:
         # python-pkcs11 points CK_GCM_PARAMS.pIv at this very buffer (_pkcs11.pyx), so a
         # module that writes its own IV there (AWS CloudHSM, FIPS-mode modules) leaves it in
-        # ``buffer``: what is returned is the IV the token used, not the one offered.
-        buffer = bytes(bytearray(iv))  # a private object: never an interned or shared one
+        # ``used``: what is returned is the IV the token used, not the one offered.
+        # (GCMParams is typed for bytes; at run time the library takes any byte buffer.)
+        used = bytearray(iv)
         ciphertext = self._key(key_id).encrypt(
             plaintext,
             mechanism=Mechanism.AES_GCM,
-            mechanism_param=GCMParams(buffer, aad, GCM_TAG_BITS),
+            mechanism_param=GCMParams(cast(bytes, used), aad, GCM_TAG_BITS),
         )
-        return bytes(bytearray(buffer)), bytes(ciphertext)
+        if len(used) != GCM_IV_BYTES:
+            raise HsmUnavailable("the HSM reported an IV of the wrong length")
+        return bytes(used), bytes(ciphertext)
 
     def decrypt_gcm(self, key_id: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         key = self._key(key_id)
@@ -355,30 +416,45 @@ class Pkcs11Ops:
                 )
             )
         except (p11e.EncryptedDataInvalid, p11e.EncryptedDataLenRange, p11e.GeneralError):
-            # SoftHSM 2.6 reports a failed tag as GeneralError, the same as a device fault.
-            # A known-good decryption under the same key tells the two apart.
-            if self._canary_ok(key_id, key):
-                raise AuthenticationFailed() from None
-            raise HsmUnavailable() from None
+            # SoftHSM 2.6 reports a failed tag as GeneralError, the same as a device fault:
+            # the caller asks key_works, on every failure alike (docs/envelope.md).
+            raise DecryptionFailed() from None
 
-    def _canary_ok(self, key_id: bytes, key: Any) -> bool:
-        """Whether a known-good ciphertext (made once per key and process, under a random
-        IV like any other) still decrypts: if so, the key and the device work."""
+    def key_works(self, key_id: bytes, oaep_hash: str | None = None) -> bool:
+        """A known-good ciphertext (made once per key and process) decrypts again."""
         try:
-            canary = self._canaries.get(key_id)
-            if canary is None:
-                canary = self.encrypt_gcm(
-                    key_id, os.urandom(GCM_IV_BYTES), _CANARY_PLAINTEXT, _CANARY_AAD
-                )
-                self._canaries[key_id] = canary
-            iv, sealed = canary
-            param = GCMParams(iv, _CANARY_AAD, GCM_TAG_BITS)
-            return (
-                bytes(key.decrypt(sealed, mechanism=Mechanism.AES_GCM, mechanism_param=param))
-                == _CANARY_PLAINTEXT
-            )
+            if oaep_hash is None:
+                key, mechanism = self._key(key_id), Mechanism.AES_GCM
+                param, sealed = self._gcm_canary(key_id)
+            else:
+                key, mechanism = self._private(key_id), Mechanism.RSA_PKCS_OAEP
+                param, sealed = self._oaep_canary(key_id, oaep_hash)
+            opened = key.decrypt(sealed, mechanism=mechanism, mechanism_param=param)
+            return bytes(opened) == _CANARY_PLAINTEXT
         except p11e.PKCS11Error:
             return False
+
+    def _gcm_canary(self, key_id: bytes) -> tuple[Any, bytes]:
+        """Under a random IV like any other wrap."""
+        canary = self._canaries.get(key_id)
+        if canary is None:
+            iv, sealed = self.encrypt_gcm(
+                key_id, os.urandom(GCM_IV_BYTES), _CANARY_PLAINTEXT, _CANARY_AAD
+            )
+            canary = self._canaries[key_id] = (GCMParams(iv, _CANARY_AAD, GCM_TAG_BITS), sealed)
+        return canary
+
+    def _oaep_canary(self, key_id: bytes, oaep_hash: str) -> tuple[Any, bytes]:
+        slot = key_id + b"\x00oaep:" + oaep_hash.encode()
+        canary = self._canaries.get(slot)
+        if canary is None:
+            param = _OAEP_PARAMS[oaep_hash]
+            public = self._public_key(key_id)
+            sealed = public.encrypt(
+                _CANARY_PLAINTEXT, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
+            )
+            canary = self._canaries[slot] = (param, bytes(sealed))
+        return canary
 
     def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
         return bytes(self._key(key_id).sign(data, mechanism=_MAC_MECHANISMS[algorithm]))
@@ -436,29 +512,11 @@ class Pkcs11Ops:
             p11e.DataLenRange,
             p11e.GeneralError,
         ):
-            # SoftHSM 2.6 reports a block that does not decrypt as GeneralError, the same
-            # as a device fault: a known-good round trip under the same key tells them apart.
-            if self._oaep_canary_ok(key_id, key, param):
-                raise AuthenticationFailed() from None
-            raise HsmUnavailable() from None
-
-    def _oaep_canary_ok(self, key_id: bytes, key: Any, param: tuple[Any, Any, None]) -> bool:
-        slot = key_id + b"\x00oaep:" + str(param[0]).encode()
-        try:
-            canary = self._canaries.get(slot)
-            if canary is None:
-                canary = bytes(
-                    self._public_key(key_id).encrypt(
-                        _CANARY_PLAINTEXT, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param
-                    )
-                )
-                self._canaries[slot] = canary
-            return (
-                bytes(key.decrypt(canary, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param))
-                == _CANARY_PLAINTEXT
-            )
-        except p11e.PKCS11Error:
-            return False
+            # SoftHSM 2.6 reports a block that does not decrypt as GeneralError, the same as
+            # a device fault; and which of the two it was must not show in what the caller
+            # sees or how long it takes (Manger's attack on OAEP): key_works decides, on
+            # every failure alike.
+            raise DecryptionFailed() from None
 
     def ecdh(self, key_id: bytes, peer_point: bytes) -> bytes:
         secret = self._private(key_id).derive_key(

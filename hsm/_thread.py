@@ -115,9 +115,11 @@ class HsmThread:
 
     def run_sync(self, job: Callable[[HsmOps], T], *, fresh: bool = False) -> T:
         """For threads that may block (CLI, database workers): wait for the lock, run here.
-        ``fresh``: re-initialize the library first, so the token is read afresh."""
+        ``fresh``: read the token afresh first (``C_Finalize`` + ``C_Initialize``), so that the
+        job sees every object, whichever process made it: SoftHSM 2.6 stops showing a process
+        the objects others create once it has written to the token itself."""
         with self._lock:
-            if fresh and self._ops is not None:
+            if fresh:
                 self._reload()
             ok, value = self._execute(job)
         if ok:
@@ -246,13 +248,19 @@ class HsmThread:
         return True
 
     def _reload(self) -> None:
+        # Every handle of the old session dies with it, and the new one hands the same numbers
+        # out again to other objects: the old ops (with its cached handles) is dropped before
+        # the library is re-initialized and never used again (softhsm/README.md).
+        if self._ops is None:  # the library may still hold an old view: open, then re-read
+            self._last_attempt = float("-inf")
+            if not self._reconnect():
+                return
         ops = self._ops
         self._ops = None
-        if ops is not None:
-            try:
-                ops.reinitialize()
-            except Exception:
-                log.debug("HSM library re-initialization failed", exc_info=True)
+        try:
+            ops.reinitialize()
+        except Exception:
+            log.debug("HSM library re-initialization failed", exc_info=True)
         self._last_attempt = float("-inf")
         self._reconnect()
 

@@ -61,6 +61,7 @@ def open_session(module_path: str, token_label: str, pin: str, attempts: int = 3
     for attempt in range(attempts):
         try:
             token = lib.get_token(token_label=token_label)
+            # MAPPER encodes CKA_ALLOWED_MECHANISMS and the templates keys are generated with.
             try:
                 session = token.open(rw=True, user_pin=pin, attribute_mapper=MAPPER)
             except p11e.UserAlreadyLoggedIn:

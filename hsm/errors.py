@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationFailed",
+    "DecryptionFailed",
     "HsmError",
     "HsmUnavailable",
     "InputRejected",
@@ -46,6 +47,15 @@ class AuthenticationFailed(HsmError):
     failed) and the key itself is known to work: the input is at fault, not the device."""
 
     default_message = "data does not authenticate"
+
+
+class DecryptionFailed(HsmError):
+    """The data did not decrypt under the key, and the token did not say whether the data or
+    the device is at fault (SoftHSM 2.6 reports a bad GCM tag and an internal fault alike, as
+    ``CKR_GENERAL_ERROR``). ``HsmOps.key_works`` decides; a caller that does not ask must
+    treat it as the device's fault."""
+
+    default_message = "data did not decrypt"
 
 
 class InputRejected(HsmError):

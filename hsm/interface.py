@@ -21,14 +21,20 @@ T = TypeVar("T")
 
 
 class KeySpec(enum.Enum):
-    """What one HSM object (or key pair) is. Every one is sensitive and never extractable."""
+    """What one HSM object (or key pair) is and the one job it may do. Every secret or private
+    key is sensitive, never extractable and not modifiable; where the spec names a job, the
+    token allows the object that job's mechanisms only (``CKA_ALLOWED_MECHANISMS``), so a key
+    cannot be turned to another use even by a caller holding the PIN."""
 
     AES256 = "aes256"
+    AES256_GCM = "aes256-gcm"  # AES-GCM encryption and decryption only (an envelope KEK)
     HMAC256 = "hmac256"  # a 256-bit generic secret (HMAC-SHA-256)
-    HMAC512 = "hmac512"  # a 512-bit generic secret (HMAC-SHA-256/384/512)
-    EC_P256 = "ec-p256"
-    ED25519 = "ed25519"
-    RSA3072 = "rsa3072"
+    HMAC512 = "hmac512"  # a 512-bit generic secret: HMAC-SHA-1/224/256/384/512 only
+    EC_P256 = "ec-p256"  # ECDSA only
+    EC_P256_ECDH = "ec-p256-ecdh"  # ECDH key agreement only
+    ED25519 = "ed25519"  # EdDSA only
+    RSA3072 = "rsa3072"  # RSA-PSS and PKCS#1 v1.5 signatures only
+    RSA3072_OAEP = "rsa3072-oaep"  # RSA-OAEP decryption only
     # OTP seed custody (one of each per otp-seed key version): a key that only wraps and
     # unwraps seeds with AES key wrap with padding, and unwraps them only into sensitive,
     # never-extractable HMAC-only objects; and an HMAC-SHA-256-only key for seed blobs' tags.
@@ -37,7 +43,12 @@ class KeySpec(enum.Enum):
 
     @property
     def asymmetric(self) -> bool:
-        return self in (KeySpec.EC_P256, KeySpec.ED25519, KeySpec.RSA3072)
+        return self in _ASYMMETRIC
+
+
+_ASYMMETRIC = frozenset(
+    {KeySpec.EC_P256, KeySpec.EC_P256_ECDH, KeySpec.ED25519, KeySpec.RSA3072, KeySpec.RSA3072_OAEP}
+)
 
 
 class MacAlgorithm(enum.Enum):
@@ -102,8 +113,13 @@ class HsmOps(Protocol):
         modules) ignore the one offered and write their own into the mechanism parameters."""
 
     def decrypt_gcm(self, key_id: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        """Raises ``AuthenticationFailed`` when the tag does not verify, ``HsmUnavailable`` on
-        a device fault (the two are told apart even where the token reports both alike)."""
+        """Raises ``DecryptionFailed`` when the data does not decrypt: the token does not say
+        whether the tag or the device failed; :meth:`key_works` tells them apart."""
+
+    def key_works(self, key_id: bytes, oaep_hash: str | None = None) -> bool:
+        """Whether a known-good ciphertext still decrypts under this key — AES-GCM, or
+        RSA-OAEP with ``oaep_hash`` for a decryption key pair. If it does, the key and the
+        device work, and a decryption that failed under the key failed on its input."""
 
     def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes: ...
 
@@ -113,7 +129,8 @@ class HsmOps(Protocol):
     def public_key_der(self, key_id: bytes) -> bytes:
         """The public half as DER SubjectPublicKeyInfo."""
 
-    def rsa_oaep_decrypt(self, key_id: bytes, ciphertext: bytes, hash_name: str) -> bytes: ...
+    def rsa_oaep_decrypt(self, key_id: bytes, ciphertext: bytes, hash_name: str) -> bytes:
+        """Raises ``DecryptionFailed`` as :meth:`decrypt_gcm` does."""
 
     def ecdh(self, key_id: bytes, peer_point: bytes) -> bytes:
         """ECDH on P-256 with the private key ``key_id``; returns the shared secret Z."""
@@ -153,9 +170,8 @@ class JobRunner(Protocol):
         ...
 
     def run_sync(self, job: Callable[[HsmOps], T], *, fresh: bool = False) -> T:
-        """Run ``job`` on the calling thread (which may block). ``fresh``: read the token
-        afresh first, so the job sees every object other processes made (SoftHSM 2.6 can
-        lose sight of them; an inventory must not)."""
+        """Run ``job`` on the calling thread. ``fresh``: read the token afresh first, so the
+        job sees every object other processes made (SoftHSM 2.6 may hide them otherwise)."""
         ...
 
     def healthy(self) -> bool: ...

@@ -3,7 +3,9 @@ runtime over them, and a real server process for end-to-end tests."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -148,6 +150,48 @@ def server(settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
     srv = Server(settings)
     yield srv
     srv.stop()
+
+
+_OBJECT = re.compile(r"^(Secret Key|Private Key|Public Key) Object", re.MULTILINE)
+
+
+def token_objects(settings) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The token's objects as OpenSC's pkcs11-tool lists them: an independent reader."""
+    tool = shutil.which("pkcs11-tool")
+    if tool is None:
+        pytest.fail("pkcs11-tool (Debian's opensc) is required: `make test` installs it")
+    env = dict(
+        os.environ, VAULT_TEST_PIN=settings.user_pin(), SOFTHSM2_CONF=str(settings.softhsm_conf)
+    )
+    out = subprocess.run(  # the PIN travels in the environment (env:NAME), never in argv
+        [
+            tool,
+            "--module",
+            settings.pkcs11_module,
+            "--token-label",
+            settings.token_label,
+            "-l",
+            "--pin",
+            "env:VAULT_TEST_PIN",
+            "-O",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    objects = []
+    starts = [m.start() for m in _OBJECT.finditer(out)] + [len(out)]
+    for a, b in itertools.pairwise(starts):
+        text = out[a:b]
+        fields = {"kind": text.split(" Object", 1)[0]}
+        for line in text.splitlines()[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                fields[k.strip().lower()] = v.strip()
+        objects.append(fields)
+    return objects
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------

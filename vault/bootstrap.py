@@ -211,9 +211,14 @@ def create_declared_keys(settings: Settings) -> list[str]:
     created = []
     try:
         for declared in vault.policies.keys.values():
-            if vault.registry.plan_declared(declared).outcome == "create":
+            plan = vault.registry.plan_declared(declared)
+            if plan.outcome == "create":
                 vault.registry.apply_declared(declared, by=Authority("bootstrap"))
                 created.append(declared.name)
+            elif plan.outcome == "conflict":
+                # e.g. a key made before purposes existed got its type's default: an officer
+                # gives it the declared one (README, "Upgrading"); never done silently.
+                log.warning("key %r: %s", declared.name, plan.reason)
     finally:
         vault.close()
     return created

@@ -148,7 +148,7 @@ def hmac_algorithm(key: Key, name: str | None) -> MacAlgorithm:
         algorithm = HMAC_ALGORITHMS[chosen]
     except KeyError:
         raise BadRequest(f"unsupported algorithm {chosen[:32]!r}") from None
-    mac = key.type.mac_object
+    mac = key.mac_object
     key_bits = _KEY_BITS.get(mac[1], 0) if mac is not None else 0
     if _MAC_BITS[algorithm] > key_bits:
         raise BadRequest(
@@ -160,7 +160,7 @@ def hmac_algorithm(key: Key, name: str | None) -> MacAlgorithm:
 
 def mac_object_id(key: Key, version: KeyVersion) -> bytes:
     """The HSM object that MACs for ``version`` (``key`` supports HMAC: see ``Digests``)."""
-    mac = key.type.mac_object
+    mac = key.mac_object
     role = mac[0] if mac is not None else ""
     if role == HMAC_ROLE and not version.has_hmac_key:
         raise BadRequest(
@@ -193,9 +193,10 @@ class Digests:
         self.hsm = hsm
 
     async def _key(self, name: str, newest: int | None = None) -> Key:
+        """``newest``: the version a value or the caller names (re-read if it is new here)."""
         key = await self.registry.get(name, newest=newest)
-        if key.type.mac_object is None:
-            raise BadRequest(f"key type {key.type.name} does not support HMAC")
+        if key.mac_object is None:  # an OTP seed key, or a partner's decryption key
+            raise BadRequest(f"key cannot be used for hmac (a {key.purpose.value} key)")
         return key
 
     async def _macs(
@@ -273,7 +274,7 @@ class Digests:
         algorithm: str | None = None,
         key_version: int | None = None,
     ) -> list[Mac | VaultError]:
-        key = await self._key(name)
+        key = await self._key(name, key_version)
         mac = hmac_algorithm(key, algorithm)
         version = key.version_to_use(key_version)
         checked: list[bytes | VaultError] = []
@@ -305,7 +306,7 @@ class Digests:
         records: Sequence[Sequence[Field] | VaultError],
         key_version: int | None = None,
     ) -> list[Mac | VaultError]:
-        key = await self._key(name)
+        key = await self._key(name, key_version)
         version = key.version_to_use(key_version)
         return await self._macs(key, version, STRUCTURED_MAC, [_encoded(r) for r in records])
 
@@ -332,7 +333,7 @@ class Digests:
         key_version: int | None = None,
     ) -> list[Mac | VaultError]:
         """``items``: (value, normalization, context) each."""
-        key = await self._key(name)
+        key = await self._key(name, key_version)
         version = key.version_to_use(key_version)
         messages: list[bytes | VaultError] = []
         for item in items:

@@ -25,10 +25,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hsm import HsmOps
-from hsm.errors import AuthenticationFailed
+from hsm.errors import DecryptionFailed
 from vault.encoding import MalformedValue, Versioned, versioned
 from vault.errors import InvalidCiphertext, VaultError
-from vault.hsm import translate
 from vault.keys import Key, KeyVersion
 
 FORMAT_V1 = 0x01
@@ -40,6 +39,7 @@ HEADER_BYTES = 1 + NONCE_BYTES + WRAPPED_DEK_BYTES
 _PAYLOAD_NONCE = bytes(NONCE_BYTES)
 _CONTEXT_TAG = b"hsm-vault/envelope/v1\x00"
 DATAKEY_BITS = (128, 256, 512)
+UNDECIDED = b""  # a data key that did not unwrap (a real one is DEK_BYTES long)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -145,10 +145,11 @@ class Envelope:
     @staticmethod
     def unwrap_job(
         key: Key, parsed: Sequence[ParsedCiphertext | None]
-    ) -> Callable[[HsmOps], list[bytes | BaseException | None]]:
-        """A job that unwraps the data key of each parsed ciphertext (``None`` entries and
-        failures come back as the exception, so one bad item fails only itself)."""
-        plan: list[tuple[bytes, bytes, bytes, bytes] | BaseException | None] = []
+    ) -> Callable[[HsmOps], list[bytes | VaultError | None]]:
+        """A job that unwraps the data key of each parsed ciphertext. ``None`` entries stay
+        ``None``; an entry whose data key did not decrypt comes back as ``UNDECIDED`` (see
+        :meth:`check_job`); any other failure of an item is its own error."""
+        plan: list[tuple[bytes, bytes, bytes, bytes] | VaultError | None] = []
         for p in parsed:
             if p is None:
                 plan.append(None)
@@ -160,25 +161,46 @@ class Envelope:
                 continue
             plan.append((version.object_id(), p.nonce, p.wrapped_dek, context(key.name, p.version)))
 
-        def job(ops: HsmOps) -> list[bytes | BaseException | None]:
-            out: list[bytes | BaseException | None] = []
+        def job(ops: HsmOps) -> list[bytes | VaultError | None]:
+            out: list[bytes | VaultError | None] = []
             for entry in plan:
-                if entry is None or isinstance(entry, BaseException):
+                if entry is None or isinstance(entry, VaultError):
                     out.append(entry)
                     continue
                 kek, nonce, wrapped, ctx = entry
                 try:
                     out.append(ops.decrypt_gcm(kek, nonce, wrapped, ctx))
-                except AuthenticationFailed as exc:  # this item's fault: the others go on
-                    out.append(translate(exc))
+                except DecryptionFailed:  # this item's fault or the device's: decided later
+                    out.append(UNDECIDED)
             return out
 
         return job
 
     @staticmethod
-    def open(key: Key, parsed: ParsedCiphertext, dek: bytes, associated_data: bytes) -> bytes:
+    def check_job(keks: Sequence[bytes]) -> Callable[[HsmOps], dict[bytes, bool]]:
+        """A job that asks, for each key version (by object id), whether a known-good
+        ciphertext still decrypts under it: then a message that failed under it is at fault
+        (400), otherwise the device is (503). Run for every message that failed, whether its
+        data key or its payload did not authenticate, so both cost the same HSM work and
+        neither the answer nor its timing says which part was tampered with."""
+        wanted = list(dict.fromkeys(keks))
+
+        def job(ops: HsmOps) -> dict[bytes, bool]:
+            return {kek: ops.key_works(kek) for kek in wanted}
+
+        return job
+
+    @staticmethod
+    def open(
+        key: Key, parsed: ParsedCiphertext, dek: bytes, associated_data: bytes
+    ) -> bytes | None:
+        """The plaintext, or ``None`` when the payload does not authenticate. A data key that
+        did not unwrap (``UNDECIDED``) is replaced by a random one, so the host does the same
+        work either way (as RFC 7516 §11.5 does for JWE)."""
         ctx = context(key.name, parsed.version)
         try:
-            return AESGCM(dek).decrypt(_PAYLOAD_NONCE, parsed.payload, ctx + associated_data)
+            return AESGCM(dek or os.urandom(DEK_BYTES)).decrypt(
+                _PAYLOAD_NONCE, parsed.payload, ctx + associated_data
+            )
         except InvalidTag:
-            raise InvalidCiphertext() from None
+            return None

@@ -55,8 +55,8 @@ class Hsm:
             raise translate(exc) from None
 
     def run_sync(self, job: Callable[[HsmOps], T], *, fresh: bool = False) -> T:
-        """For threads that may block (the officers' tool, start-up work). ``fresh``: see
-        every object other processes made (an inventory)."""
+        """For threads that may block (the officers' tool, start-up work, key changes).
+        ``fresh``: the job sees every object on the token, whichever process made it."""
         try:
             return self.runner.run_sync(job, fresh=fresh)
         except hsm_errors.HsmError as exc:

@@ -23,13 +23,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from hsm import HsmOps, KeySpec
+from hsm import HsmOps
+from hsm.errors import DecryptionFailed
 from vault import jose
 from vault.encoding import b64url
-from vault.errors import BadRequest, NotFound
+from vault.errors import BadRequest, HsmUnavailable, NotFound
 from vault.hsm import Hsm
 from vault.jose import JoseError
 from vault.keys import Key, KeyVersion
+from vault.keytypes import Purpose
 from vault.policy import Partner, PartnerKey, Policies
 from vault.registry import KeyRegistry
 from vault.signing import (
@@ -144,7 +146,7 @@ class PartnerMessages:
         now = int(self._clock())
         recipient = self._partner_keys(partner).recipient(now)
         key = await self.registry.get(partner.signing_key)
-        require_signing(key)
+        require_signing(key, "sign")
         version = key.version_to_use()
         message_id = b64url(secrets.token_bytes(MESSAGE_ID_BYTES))
         claims: dict[str, Any] = {
@@ -186,17 +188,16 @@ class PartnerMessages:
     # -- open ------------------------------------------------------------------------------
 
     def inbound_algorithm(self, partner: Partner, key: Key) -> str:
-        """The JWE ``alg`` this partner must use to us: fixed by our key and the policy."""
-        spec = key.type.spec
-        if spec is KeySpec.EC_P256:
+        """The JWE ``alg`` this partner must use to us: fixed by our key's purpose (ECDH key
+        agreement on P-256, or RSA-OAEP decryption) and the policy."""
+        key.check_use("open")
+        if key.purpose is Purpose.KEY_AGREEMENT:
             if partner.key_management not in ("", jose.ECDH_ES_A256KW):
                 raise BadRequest("partner key_management does not fit the decryption key")
             return jose.ECDH_ES_A256KW
-        if spec is KeySpec.RSA3072:
-            if partner.key_management not in ("", jose.RSA_OAEP_256, jose.RSA_OAEP):
-                raise BadRequest("partner key_management does not fit the decryption key")
-            return partner.key_management or jose.RSA_OAEP_256
-        raise BadRequest(f"key type {key.type.name} cannot decrypt partner messages")
+        if partner.key_management not in ("", jose.RSA_OAEP_256, jose.RSA_OAEP):
+            raise BadRequest("partner key_management does not fit the decryption key")
+        return partner.key_management or jose.RSA_OAEP_256
 
     @staticmethod
     def _kid_version(key_name: str, header: dict[str, Any]) -> int | None:
@@ -224,13 +225,27 @@ class PartnerMessages:
             return jose.unwrap_cek(jose.concat_kdf(z, alg, apu, apv), encrypted_key)
         hash_name = jose.OAEP_HASH[alg]
 
-        def decrypt(ops: HsmOps) -> bytes:
-            return ops.rsa_oaep_decrypt(oid, encrypted_key, hash_name)
+        def decrypt(ops: HsmOps) -> bytes | None:
+            try:
+                return ops.rsa_oaep_decrypt(oid, encrypted_key, hash_name)
+            except DecryptionFailed:  # decided with the content's own failure (open)
+                return None
 
-        try:
-            return await self.hsm.run(decrypt, calls=RSA_CALL_WEIGHT)
-        except BadRequest:  # a block that does not decrypt; the device is fine
-            return None
+        return await self.hsm.run(decrypt, calls=RSA_CALL_WEIGHT)
+
+    async def _undecryptable(self, alg: str, version: KeyVersion) -> BadRequest:
+        """A message that did not decrypt, whether at its key block or its content: with
+        RSA-OAEP both cost the same HSM work — the decryption, then a known-good one under the
+        key, which tells a bad message (400) from a failing device (503) — so neither the
+        answer nor its timing says which part failed (RFC 7516 §11.5; Manger's attack)."""
+        if alg != jose.ECDH_ES_A256KW:
+            oid, hash_name = version.object_id(), jose.OAEP_HASH[alg]
+            works = await self.hsm.run(
+                lambda ops: ops.key_works(oid, hash_name), calls=RSA_CALL_WEIGHT
+            )
+            if not works:
+                raise HsmUnavailable()
+        return BadRequest("message could not be decrypted")
 
     async def open(self, partner_name: str, compact: str) -> OpenedMessage:
         partner = self.partner(partner_name)
@@ -260,7 +275,7 @@ class PartnerMessages:
             cek = secrets.token_bytes(jose.CEK_BYTES)
         inner = jose.decrypt_content(cek, iv, protected_b64, ciphertext, tag)
         if inner is None:
-            raise BadRequest("message could not be decrypted")
+            raise await self._undecryptable(alg, version)
         try:
             jws = inner.decode("ascii")
         except UnicodeDecodeError:
@@ -328,7 +343,7 @@ class PartnerMessages:
         keys (``use: enc``, with the ``alg`` it must use), every usable version."""
         partner = self.partner(partner_name)
         signing = await self.registry.get(partner.signing_key)
-        require_signing(signing)
+        require_signing(signing, "sign")
         decryption = await self.registry.get(partner.decryption_key)
         enc_alg = self.inbound_algorithm(partner, decryption)
         out: list[dict[str, str]] = []

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from vault.errors import ConfigError
+from vault.errors import BadRequest, ConfigError
 from vault.keys import KEY_NAME, MIN_ROTATE_PERIOD
 from vault.keytypes import KEY_TYPES
 
@@ -110,6 +110,7 @@ class DeclaredKey:
     type: str
     auto_rotate_period: int = 0
     deletion_allowed: bool = False
+    purpose: str | None = None  # None: the type's default (vault/keytypes.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,12 +259,18 @@ def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
 def _declared_key(name: str, spec: Any) -> DeclaredKey:
     if not isinstance(spec, dict) or not KEY_NAME.fullmatch(name):
         raise _PolicyFileError(f"key {name!r}: bad name or not a table")
-    extra = set(spec) - {"type", "auto_rotate_period", "deletion_allowed"}
+    extra = set(spec) - {"type", "auto_rotate_period", "deletion_allowed", "purpose"}
     if extra:
         raise _PolicyFileError(f"key {name!r}: unknown field(s) {sorted(extra)}")
     kind = spec.get("type")
     if kind not in KEY_TYPES:
         raise _PolicyFileError(f"key {name!r}: type must be one of {sorted(KEY_TYPES)}")
+    purpose = spec.get("purpose")
+    try:
+        if purpose is not None:
+            KEY_TYPES[kind].purpose(purpose if isinstance(purpose, str) else repr(purpose))
+    except BadRequest as exc:
+        raise _PolicyFileError(f"key {name!r}: {exc}") from None
     period = spec.get("auto_rotate_period", 0)
     if (
         not isinstance(period, int)
@@ -277,7 +284,7 @@ def _declared_key(name: str, spec: Any) -> DeclaredKey:
     deletion_allowed = spec.get("deletion_allowed", False)
     if not isinstance(deletion_allowed, bool):
         raise _PolicyFileError(f"key {name!r}: deletion_allowed must be true or false")
-    return DeclaredKey(name, kind, period, deletion_allowed)
+    return DeclaredKey(name, kind, period, deletion_allowed, purpose)
 
 
 def _expand(operations: Iterable[Any], where: str) -> frozenset[str]:

@@ -8,9 +8,14 @@ service, or the vault itself for automatic rotation). Deleting, trimming and low
 ``min_decryption_version`` run only under two officers' approvals (``vault.approvals``).
 
 The cache keeps the hot path free of database round trips; other replicas see a rotation or
-a configuration change within ``cache_ttl`` seconds, and a value naming a version newer than
-the cached key makes the registry read the key again at once (``get(newest=...)``), so a
-rotation on one replica is usable everywhere immediately.
+a configuration change (a raised ``min_decryption_version`` included) within ``cache_ttl``
+seconds, and a value naming a version newer than the cached key makes the registry read the
+key again at once (``get(newest=...)``), so a rotation on one replica is usable everywhere
+immediately.
+
+Deleting or trimming destroys every version's objects after reading the token afresh:
+SoftHSM 2.6 hides from a process the objects others made once it has written to the token
+itself.
 """
 
 from __future__ import annotations
@@ -24,17 +29,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hsm import HsmOps
+from hsm import HsmOps, KeySpec
 from vault.approvals import Action, DualControl
 from vault.errors import BadRequest, Forbidden, NotFound, StoreUnavailable, Unavailable
 from vault.events import Detail, EventSink, LifecycleEvent, LogSink
 from vault.hsm import Hsm
 from vault.keys import MIN_ROTATE_PERIOD, Key, KeyVersion, rotate_period, validate_name
-from vault.keytypes import HMAC_ROLE, KeyType, key_type, object_id, object_label
+from vault.keytypes import HMAC_ROLE, key_type, object_id, object_label
 from vault.policy import DeclaredKey
 from vault.store.keys import KeyStore
 
 T = TypeVar("T")
+Objects = tuple[tuple[str, KeySpec], ...]
 log = logging.getLogger("vault.registry")
 
 _HSM_ID_BYTES = 16
@@ -101,13 +107,20 @@ class KeyRegistry:
             and (newest is None or newest <= hit[1].latest_version)
         ):
             return hit[1]
+        read_at = time.monotonic()
         key = await self.store.db.run(lambda: self.store.load(name))
-        self._cache[name] = (time.monotonic(), key)
-        return key
+        return self._remember(read_at, key)
 
     def get_sync(self, name: str) -> Key:
-        key = self.store.load(name)
-        self._cache[name] = (time.monotonic(), key)
+        read_at = time.monotonic()
+        return self._remember(read_at, self.store.load(name))
+
+    def _remember(self, read_at: float, key: Key) -> Key:
+        """Cache ``key`` as of when its read began (so no entry is ever older than the TTL
+        says), unless a read that began later is already there."""
+        hit = self._cache.get(key.name)
+        if hit is None or hit[0] <= read_at:
+            self._cache[key.name] = (read_at, key)
         return key
 
     async def names(self) -> list[str]:
@@ -127,56 +140,93 @@ class KeyRegistry:
         name: str,
         type_name: str,
         auto_rotate_period: int | str = 0,
+        purpose: str | None = None,
         *,
         by: Authority = VAULT,
     ) -> tuple[Key, bool]:
-        """Create ``name`` with version 1; an existing key is returned unchanged."""
+        """Create ``name`` with version 1 for ``purpose`` (the type's default if ``None``); an
+        existing key is returned unchanged."""
         validate_name(name)
         kind = key_type(type_name)
+        chosen = kind.purpose(purpose)
         period = rotate_period(auto_rotate_period, self.min_rotate_period)
         try:
             return self.get_sync(name), False
         except NotFound:
             pass
-        first = self._new_version(name, kind, 1)
+        objects = kind.purposes[chosen]
+        first = self._new_version(name, objects, 1)
         try:
-            created = self.store.insert(name, kind, period, first)
+            created = self.store.insert(name, kind, chosen, period, first)
         except StoreUnavailable:
-            self._destroy_objects(kind, [first])
+            self._destroy_objects(objects, [first])
             raise
         if not created:  # another replica created it first: ours was never used
-            self._destroy_objects(kind, [first])
+            self._destroy_objects(objects, [first])
         else:
-            self._emit("key.create", by, name, 1, type=kind.name, auto_rotate_period=period)
+            self._emit(
+                "key.create",
+                by,
+                name,
+                1,
+                type=kind.name,
+                purpose=chosen.value,
+                auto_rotate_period=period,
+            )
         return self.get_sync(name), created
 
-    def rotate_sync(self, name: str, *, by: Authority = VAULT, trigger: str = "request") -> Key:
-        """Add a version and make it the one that encrypts."""
+    def rotate_sync(
+        self,
+        name: str,
+        *,
+        by: Authority = VAULT,
+        trigger: str = "request",
+        if_latest: int | None = None,
+        purpose: str | None = None,
+    ) -> Key:
+        """Add a version and make it the one that encrypts. ``if_latest``: only if version
+        ``if_latest`` is still the latest (how replicas that all see a version's wrap bound
+        crossed rotate it once). ``purpose``: the new version, and the key from now on, serve
+        this purpose (for keys made before purposes existed: README, "Upgrading")."""
         for _ in range(_ROTATE_ATTEMPTS):
             key = self.get_sync(name)
-            rotated = self.rotate_from(key, by=by, trigger=trigger)
+            if if_latest is not None and key.latest_version != if_latest:
+                return key
+            rotated = self.rotate_from(key, by=by, trigger=trigger, purpose=purpose)
             if rotated is not None:
                 return rotated
         raise StoreUnavailable("key is being rotated concurrently; try again")
 
     def rotate_from(
-        self, key: Key, *, by: Authority = VAULT, trigger: str = "request"
+        self,
+        key: Key,
+        *,
+        by: Authority = VAULT,
+        trigger: str = "request",
+        purpose: str | None = None,
     ) -> Key | None:
         """Rotate ``key`` if its latest version is still ``key.latest_version``; ``None`` when
         another rotation got there first (then nothing changed: exactly one of any number
         of concurrent rotations from one version succeeds)."""
         name = key.name
-        version = self._new_version(name, key.type, key.latest_version + 1)
+        chosen = key.purpose if purpose is None else key.type.purpose(purpose)
+        objects = key.type.purposes[chosen]
+        version = self._new_version(name, objects, key.latest_version + 1)
         try:
-            moved = self.store.add_version(name, key.latest_version, version)
+            moved = self.store.add_version(
+                name, key.latest_version, version, None if chosen is key.purpose else chosen
+            )
         except StoreUnavailable:
-            self._destroy_objects(key.type, [version])
+            self._destroy_objects(objects, [version])
             raise
         if not moved:  # another rotation won the race: ours was never used
-            self._destroy_objects(key.type, [version])
+            self._destroy_objects(objects, [version])
             return None
         self._cache.pop(name, None)
-        self._emit("key.rotate", by, name, version.version, trigger=trigger)
+        details: dict[str, Detail] = {"trigger": trigger}
+        if chosen is not key.purpose:
+            details["purpose"] = chosen.value
+        self._emit("key.rotate", by, name, version.version, **details)
         return self.get_sync(name)
 
     def configure_sync(
@@ -269,7 +319,7 @@ class KeyRegistry:
         with self._approved(Action.trim_key(name, floor), by) as details:
             gone = self.store.trim(name, floor)
         self._cache.pop(name, None)
-        self._destroy_after_commit(key.type, gone)
+        self._destroy_after_commit(key, gone)
         self._emit(
             "key.trim",
             by,
@@ -293,7 +343,7 @@ class KeyRegistry:
             # Rows first: once they are gone nothing can ask for the objects.
             self.store.delete(name)
         self._cache.pop(name, None)
-        self._destroy_after_commit(key.type, list(key.versions.values()))
+        self._destroy_after_commit(key, list(key.versions.values()))
         self._emit("key.delete", by, name, None, **details, versions=len(key.versions))
         return key
 
@@ -320,6 +370,16 @@ class KeyRegistry:
                 reason=f"declared {declared.type}, but the key is {key.type.name} "
                 "(a key's type never changes: declare a new key)",
             )
+        purpose = key.type.purpose(declared.purpose)
+        if purpose is not key.purpose:
+            # A key made before purposes existed got its type's default (README, "Upgrading"):
+            # an officer gives it the declared one, never silently.
+            return Plan(
+                declared.name,
+                "conflict",
+                reason=f"declared for {purpose.value}, but the key serves {key.purpose.value}: "
+                f"run `hsm-vault keys set-purpose {key.name} {purpose.value}`",
+            )
         wanted = {
             "auto_rotate_period": (key.auto_rotate_period, declared.auto_rotate_period),
             "deletion_allowed": (key.deletion_allowed, declared.deletion_allowed),
@@ -333,7 +393,7 @@ class KeyRegistry:
         plan = self.plan_declared(declared)
         if plan.outcome == "create":
             _, created = self.create_sync(
-                declared.name, declared.type, declared.auto_rotate_period, by=by
+                declared.name, declared.type, declared.auto_rotate_period, declared.purpose, by=by
             )
             if declared.deletion_allowed:
                 self.configure_sync(declared.name, deletion_allowed=True, by=by)
@@ -367,13 +427,13 @@ class KeyRegistry:
 
     # -- HSM objects -----------------------------------------------------------------------
 
-    def _new_version(self, name: str, kind: KeyType, number: int) -> KeyVersion:
+    def _new_version(self, name: str, objects: Objects, number: int) -> KeyVersion:
         hsm_id = secrets.token_bytes(_HSM_ID_BYTES)
 
         def job(ops: HsmOps) -> None:
             made: list[bytes] = []
             try:
-                for role, spec in kind.objects:
+                for role, spec in objects:
                     ops.generate(spec, object_id(hsm_id, role), object_label(name, number, role))
                     made.append(object_id(hsm_id, role))
             except BaseException:
@@ -382,21 +442,31 @@ class KeyRegistry:
                 raise
 
         self.hsm.run_sync(job)
-        has_hmac_key = any(role == HMAC_ROLE for role, _ in kind.objects)
+        has_hmac_key = any(role == HMAC_ROLE for role, _ in objects)
         return KeyVersion(number, hsm_id, self.clock(), has_hmac_key)
 
-    def _destroy_objects(self, kind: KeyType, versions: list[KeyVersion]) -> None:
+    def _destroy_objects(self, objects: Objects, versions: list[KeyVersion]) -> None:
+        """Destroy versions this process has just made (so it sees their objects)."""
+
         def job(ops: HsmOps) -> None:
             for v in versions:
-                for role in v.roles(kind):
+                for role, _ in objects:
                     ops.destroy(v.object_id(role))
 
         self.hsm.run_sync(job)
 
-    def _destroy_after_commit(self, kind: KeyType, versions: list[KeyVersion]) -> None:
-        """Destroy objects whose rows are already gone: if the HSM is away now, they stay as
+    def _destroy_after_commit(self, key: Key, versions: list[KeyVersion]) -> None:
+        """Destroy the objects of versions whose rows are already gone: every object any
+        version of the key may have (whatever purpose it was made for), after reading the
+        token afresh (whichever process made them). If the HSM is away now, they stay as
         orphans that nothing uses, for ``hsm-vault keys reconcile --repair``."""
+        ids = [v.object_id(role) for v in versions for role in v.roles(key.type)]
+
+        def job(ops: HsmOps) -> None:
+            for oid in ids:
+                ops.destroy(oid)
+
         try:
-            self._destroy_objects(kind, versions)
+            self.hsm.run_sync(job, fresh=True)
         except Unavailable:
-            log.warning("%d HSM object(s) of removed versions left for reconcile", len(versions))
+            log.warning("%d HSM object(s) of removed versions left for reconcile", len(ids))

@@ -33,6 +33,7 @@ from vault.store.leases import Leases
 from vault.store.messages import SeenMessages
 from vault.store.otp_ledger import LockoutPolicy, ReplayLedger
 from vault.transit import Transit
+from vault.usage import WrapCounter
 
 log = logging.getLogger("vault")
 
@@ -55,6 +56,7 @@ class Vault:
     hsm: Hsm
     authenticator: Authenticator
     registry: KeyRegistry
+    wraps: WrapCounter
     transit: Transit
     signer: Signer
     digests: Digests
@@ -89,6 +91,9 @@ class Vault:
             min_rotate_period=settings.min_auto_rotate_period,
         )
         signer = Signer(registry, the_hsm)
+        wraps = WrapCounter(
+            registry.store, lambda name, version: registry.rotate_sync(name, if_latest=version)
+        )
         return cls(
             settings=settings,
             policies=policies,
@@ -102,7 +107,8 @@ class Vault:
                 leeway=settings.jwt_leeway,
             ),
             registry=registry,
-            transit=Transit(registry, the_hsm),
+            wraps=wraps,
+            transit=Transit(registry, the_hsm, wraps),
             signer=signer,
             digests=Digests(registry, the_hsm),
             partners=PartnerMessages(
@@ -126,5 +132,6 @@ class Vault:
         return [self.rotation.run()]
 
     def close(self) -> None:
+        self.wraps.flush()
         self.hsm.close()
         self.db.dispose()

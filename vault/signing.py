@@ -101,20 +101,20 @@ def _short(text: str) -> str:
     return text[:32]
 
 
-def require_signing(key: Key) -> None:
+def require_signing(key: Key, operation: str) -> None:
+    """A key of a type that signs, made for signing (``operation``: sign or verify)."""
     if not key.type.signing:
         raise BadRequest(f"key type {key.type.name} does not support signing")
+    key.check_use(operation)
 
 
 def jws_algorithm(key: Key) -> str:
-    """The JWS ``alg`` this key signs with by default (RFC 7518 §3.1, RFC 8037 §3.1)."""
-    return {KeySpec.EC_P256: "ES256", KeySpec.ED25519: "EdDSA", KeySpec.RSA3072: "PS256"}[
-        key.type.spec
-    ]
+    """The JWS ``alg`` this signing key signs with by default (RFC 7518 §3.1, RFC 8037 §3.1)."""
+    return {KeySpec.EC_P256: "ES256", KeySpec.ED25519: "EdDSA", KeySpec.RSA3072: "PS256"}[key.spec]
 
 
 def _plan(key: Key, options: SignOptions, *, signing: bool) -> _Plan:
-    spec = key.type.spec
+    spec = key.spec
     hash_name = options.hash_algorithm
     if spec is KeySpec.ED25519:
         # Ed25519 signs the message itself; Vault (OpenBao 2.7) ignores hash and prehashed.
@@ -269,9 +269,9 @@ class Signer:
         self.hsm = hsm
         self.public_keys = PublicKeys(hsm)
 
-    async def signing_key(self, name: str) -> Key:
-        key = await self.registry.get(name)
-        require_signing(key)
+    async def signing_key(self, name: str, operation: str, newest: int | None = None) -> Key:
+        key = await self.registry.get(name, newest=newest)
+        require_signing(key, operation)
         return key
 
     async def sign(
@@ -282,7 +282,7 @@ class Signer:
         key_version: int | None = None,
     ) -> list[Signed | VaultError]:
         """Sign each input with one version (the whole batch is one HSM job)."""
-        key = await self.signing_key(name)
+        key = await self.signing_key(name, "sign", key_version)
         version = key.version_to_use(key_version)
         plan = _plan(key, options, signing=True)
         prepared: list[bytes | VaultError] = []
@@ -296,7 +296,7 @@ class Signer:
                 prepared.append(exc)
         todo = [p for p in prepared if isinstance(p, bytes)]
         # An RSA-3072 private-key operation takes about as long as 20 AES ones: never inline.
-        weight = len(todo) * (RSA_CALL_WEIGHT if key.type.spec is KeySpec.RSA3072 else 1)
+        weight = len(todo) * (RSA_CALL_WEIGHT if key.spec is KeySpec.RSA3072 else 1)
         job = sign_job(version.object_id(), plan, todo)
         raws = await self.hsm.run(job, calls=weight) if todo else []
         it = iter(raws)
@@ -323,8 +323,7 @@ class Signer:
             except VaultError as exc:
                 values.append(exc)
         newest = max((v.version for v in values if isinstance(v, Versioned)), default=None)
-        key = await self.registry.get(name, newest=newest)
-        require_signing(key)
+        key = await self.signing_key(name, "verify", newest)
         plan = _plan(key, options, signing=False)
         parsed: list[tuple[KeyVersion, bytes, bytes] | VaultError] = []
         for item, value in zip(items, values, strict=True):
@@ -355,7 +354,7 @@ class Signer:
     async def jwks(self, name: str) -> dict[str, Any]:
         """A JWK Set (RFC 7517 §5) of every usable version's public key, for verifiers that
         never talk to the vault."""
-        key = await self.signing_key(name)
+        key = await self.signing_key(name, "verify")
         versions = key.live_versions()
         publics = await self.public_keys.of(versions)
         alg = jws_algorithm(key)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from hsm import HsmOps
 from vault.envelope import DATAKEY_BITS, EncryptItem, Envelope, ParsedCiphertext, parse
-from vault.errors import BadRequest, InvalidCiphertext, VaultError
+from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext, VaultError
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion
 from vault.registry import KeyRegistry
+from vault.usage import WrapCounter
 
 MAX_RANDOM_BYTES = 131072  # Vault's own ceiling for /transit/random
 
@@ -38,23 +39,30 @@ class DecryptItem:
     key_version: int | None = None  # for rewrap: the version to rewrap to
 
 
-def _require(key: Key, what: str) -> None:
+def _require(key: Key, what: str, operation: str) -> None:
     if not key.type.encryption:
         raise BadRequest(f"key type {key.type.name} does not support {what}")
+    key.check_use(operation)
 
 
 class Transit:
-    def __init__(self, registry: KeyRegistry, hsm: Hsm) -> None:
+    def __init__(self, registry: KeyRegistry, hsm: Hsm, wraps: WrapCounter) -> None:
         self.registry = registry
         self.hsm = hsm
+        self.wraps = wraps
 
     async def encrypt(
-        self, name: str, items: Sequence[EncryptItem | VaultError], key_version: int | None = None
+        self,
+        name: str,
+        items: Sequence[EncryptItem | VaultError],
+        key_version: int | None = None,
+        operation: str = "encrypt",
     ) -> list[Encrypted | VaultError]:
         """Encrypt each item under its own fresh data key; ``key_version`` (or an item's own)
         picks the wrapping version, the latest by default."""
-        key = await self.registry.get(name)
-        _require(key, "encryption")
+        named = [i.key_version for i in items if isinstance(i, EncryptItem) and i.key_version]
+        key = await self.registry.get(name, newest=max([key_version or 0, *named]) or None)
+        _require(key, "encryption", operation)
         plan: list[KeyVersion | VaultError] = []
         for item in items:
             if isinstance(item, VaultError):
@@ -68,6 +76,7 @@ class Transit:
         versions = [v for v in plan if isinstance(v, KeyVersion)]
         if not versions:
             return [p for p in plan if isinstance(p, VaultError)]
+        self.wraps.charge(key, versions)
         job = Envelope.wrap_job(key, versions)
         _, wrapped = await self.hsm.run(job, calls=len(versions))
         out: list[Encrypted | VaultError] = []
@@ -81,58 +90,47 @@ class Transit:
             out.append(Encrypted(sealed, version.version))
         return out
 
-    async def _unwrap(
-        self, name: str, items: Sequence[DecryptItem | VaultError]
-    ) -> tuple[Key, list[tuple[ParsedCiphertext, bytes] | VaultError]]:
+    async def decrypt(
+        self, name: str, items: Sequence[DecryptItem | VaultError], operation: str = "decrypt"
+    ) -> list[bytes | VaultError]:
+        """Each item's plaintext or its own error. The HSM work is one job, plus one more
+        only when some item did not authenticate (``Envelope.check_job``)."""
         parsed: list[ParsedCiphertext | None] = []
-        errors: list[VaultError | None] = []
+        out: list[bytes | VaultError | None] = []
         for item in items:
-            if isinstance(item, VaultError):
-                parsed.append(None)
-                errors.append(item)
-                continue
             try:
-                parsed.append(parse(item.ciphertext))
-                errors.append(None)
+                parsed.append(parse(item.ciphertext) if isinstance(item, DecryptItem) else None)
+                out.append(item if isinstance(item, VaultError) else None)
             except VaultError as exc:
                 parsed.append(None)
-                errors.append(exc)
+                out.append(exc)
         newest = max((p.version for p in parsed if p is not None), default=None)
         key = await self.registry.get(name, newest=newest)
-        _require(key, "decryption")
+        _require(key, "decryption", operation)
         deks = await self.hsm.run(Envelope.unwrap_job(key, parsed), calls=len(parsed))
-        out: list[tuple[ParsedCiphertext, bytes] | VaultError] = []
-        for p, dek, err in zip(parsed, deks, errors, strict=True):
-            if err is not None:
-                out.append(err)
-            elif isinstance(dek, VaultError):
-                out.append(dek)
-            elif p is None or not isinstance(dek, bytes):
-                out.append(InvalidCiphertext())
-            else:
-                out.append((p, dek))
-        return key, out
-
-    async def decrypt(
-        self, name: str, items: Sequence[DecryptItem | VaultError]
-    ) -> list[bytes | VaultError]:
-        key, unwrapped_items = await self._unwrap(name, items)
-        out: list[bytes | VaultError] = []
-        for item, unwrapped in zip(items, unwrapped_items, strict=True):
-            if isinstance(unwrapped, VaultError):
-                out.append(unwrapped)
+        failed: dict[int, bytes] = {}  # item -> the object id of the version it names
+        for i, (item, p, dek) in enumerate(zip(items, parsed, deks, strict=True)):
+            if out[i] is not None:
+                continue
+            if isinstance(dek, VaultError):
+                out[i] = dek
                 continue
             assert isinstance(item, DecryptItem)
-            try:
-                out.append(Envelope.open(key, unwrapped[0], unwrapped[1], item.associated_data))
-            except VaultError as exc:
-                out.append(exc)
-        return out
+            assert p is not None
+            assert dek is not None
+            out[i] = Envelope.open(key, p, dek, item.associated_data)
+            if out[i] is None:  # the data key or the payload did not authenticate
+                failed[i] = key.versions[p.version].object_id()
+        if failed:
+            works = await self.hsm.run(Envelope.check_job(list(failed.values())))
+            for i, kek in failed.items():
+                out[i] = InvalidCiphertext() if works[kek] else HsmUnavailable()
+        return [r if r is not None else InvalidCiphertext() for r in out]
 
     async def rewrap(
         self, name: str, items: Sequence[DecryptItem | VaultError], key_version: int | None = None
     ) -> list[Encrypted | VaultError]:
-        plaintexts = await self.decrypt(name, items)
+        plaintexts = await self.decrypt(name, items, "rewrap")
         again: list[EncryptItem | VaultError] = []
         for item, plain in zip(items, plaintexts, strict=True):
             if isinstance(plain, VaultError):
@@ -140,16 +138,17 @@ class Transit:
             else:
                 assert isinstance(item, DecryptItem)
                 again.append(EncryptItem(plain, item.associated_data, item.key_version))
-        return await self.encrypt(name, again, key_version)
+        return await self.encrypt(name, again, key_version, "rewrap")
 
     async def datakey(
         self, name: str, bits: int, associated_data: bytes, key_version: int | None = None
     ) -> DataKey:
         if bits not in DATAKEY_BITS:
             raise BadRequest("invalid bit length: bits must be 128, 256 or 512")
-        key = await self.registry.get(name)
-        _require(key, "data keys")
+        key = await self.registry.get(name, newest=key_version)
+        _require(key, "data keys", "datakey")
         version = key.version_to_use(key_version)
+        self.wraps.charge(key, [version])
         job = Envelope.wrap_job(key, [version], bits // 8)
         plaintext, wrapped = await self.hsm.run(job)
         sealed = Envelope.seal(

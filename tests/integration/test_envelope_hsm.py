@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vault.envelope import EncryptItem
+from tests.integration.key_doubles import IvWritingKey, token_calls, wrapped_keys
+from vault.envelope import HEADER_BYTES, NONCE_BYTES, EncryptItem
 from vault.errors import InvalidCiphertext, KeyVersionUnavailable, VaultError
 from vault.transit import DecryptItem
 
@@ -110,3 +111,55 @@ def test_rotation_never_strands_data_above_min_decryption_version(
             assert result == f"v{version}".encode()
         else:
             assert isinstance(result, KeyVersionUnavailable)
+
+
+def test_a_tampered_data_key_and_a_tampered_payload_cost_the_same_hsm_work(
+    runtime, key: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Which part of a ciphertext was changed shows neither in the answer nor in the token
+    calls it costs: both unwrap, then check the key with a known-good ciphertext."""
+    ct = _encrypt(runtime, key, b"the third share", b"ad")
+    prefix, _, body = ct.rpartition(":")
+    raw = base64.b64decode(body)
+
+    def tampered(index: int) -> str:
+        changed = bytearray(raw)
+        changed[index] ^= 0x01
+        return f"{prefix}:{base64.b64encode(bytes(changed)).decode()}"
+
+    _decrypt(runtime, key, tampered(-1), b"ad")  # the per-process canary exists from here on
+    costs = {}
+    for part, index in (
+        ("nonce", 1),
+        ("wrapped data key", 1 + NONCE_BYTES + 5),
+        ("payload", HEADER_BYTES + 3),
+        ("tag", len(raw) - 1),
+    ):
+        with token_calls(runtime) as calls:
+            result = _decrypt(runtime, key, tampered(index), b"ad")
+        assert isinstance(result, InvalidCiphertext), part
+        costs[part] = dict(calls)
+    assert all(cost == costs["payload"] for cost in costs.values()), costs
+    assert costs["payload"] == {"decrypt": 2}
+    with token_calls(runtime) as calls:
+        assert _decrypt(runtime, key, ct, b"ad") == b"the third share"
+    assert dict(calls) == {"decrypt": 1}  # a good ciphertext: one call, no check
+
+
+def test_a_module_that_writes_its_own_iv_round_trips(runtime, key: str) -> None:  # type: ignore[no-untyped-def]
+    """On a module that picks the GCM IV itself, what is stored is the IV it used: the
+    ciphertexts decrypt (on the real token), and their nonces are the module's."""
+    chosen: list[bytes] = []
+    with wrapped_keys(runtime, lambda k: IvWritingKey(k, chosen)):
+        made = [_encrypt(runtime, key, f"share {i}".encode(), b"ad") for i in range(20)]
+        [datakey] = [run_datakey(runtime, key)]
+    assert len(chosen) == 21
+    stored = [base64.b64decode(ct.rpartition(":")[2])[1 : 1 + NONCE_BYTES] for ct in made]
+    assert stored == chosen[:20]
+    for i, ct in enumerate(made):
+        assert _decrypt(runtime, key, ct, b"ad") == f"share {i}".encode()
+    assert _decrypt(runtime, key, datakey.ciphertext, b"") == datakey.plaintext
+
+
+def run_datakey(runtime, key: str):  # type: ignore[no-untyped-def]
+    return asyncio.run(runtime.transit.datakey(key, 256, b""))

@@ -5,66 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import os
-import re
-import shutil
-import subprocess
 import uuid
 
 import pyotp
 import pytest
 
+from tests.conftest import token_objects
 from vault.otp.service import TokenIdentity, VerifyInput, token_params
 
 pytestmark = pytest.mark.hsm
-
-_OBJECT = re.compile(r"^(Secret Key|Private Key|Public Key) Object", re.MULTILINE)
-
-
-def _pkcs11_tool_objects(settings) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    tool = shutil.which("pkcs11-tool")
-    if tool is None:
-        pytest.fail("pkcs11-tool (Debian's opensc) is required: `make test` installs it")
-    env = dict(
-        os.environ, VAULT_TEST_PIN=settings.user_pin(), SOFTHSM2_CONF=str(settings.softhsm_conf)
-    )
-    out = subprocess.run(  # the PIN travels in the environment (env:NAME), never in argv
-        [
-            tool,
-            "--module",
-            settings.pkcs11_module,
-            "--token-label",
-            settings.token_label,
-            "-l",
-            "--pin",
-            "env:VAULT_TEST_PIN",
-            "-O",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    objects = []
-    starts = [m.start() for m in _OBJECT.finditer(out)] + [len(out)]
-    for a, b in itertools.pairwise(starts):
-        text = out[a:b]
-        fields = {"kind": text.split(" Object", 1)[0]}
-        for line in text.splitlines()[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                fields[k.strip().lower()] = v.strip()
-        objects.append(fields)
-    return objects
 
 
 def test_every_vault_key_is_sensitive_and_never_extractable(runtime, settings) -> None:  # type: ignore[no-untyped-def]
     # Make sure every kind of key exists, then ask the independent reader.
     for kind in ("aes256-gcm96", "hmac", "ecdsa-p256", "ed25519", "rsa-3072", "otp-seed"):
         runtime.registry.create_sync(f"objects-{kind}", kind)
-    objects = _pkcs11_tool_objects(settings)
+    objects = token_objects(settings)
     secrets_ = [o for o in objects if o["kind"] in ("Secret Key", "Private Key")]
     labels = {o.get("label", "") for o in secrets_}
     for kind in ("aes256-gcm96", "hmac", "ecdsa-p256", "ed25519", "rsa-3072"):
@@ -85,6 +42,25 @@ def test_every_vault_key_is_sensitive_and_never_extractable(runtime, settings) -
         assert "always sensitive" in access, obj
         assert "never extractable" in access, obj
         assert "local" in access, obj  # generated on the token, not imported
+
+
+def test_keys_are_used_as_the_token_objects_they_are(runtime) -> None:  # type: ignore[no-untyped-def]
+    """No session copy of any key: a copy would outlive the key's deletion in this process
+    (and SoftHSM cannot copy a non-modifiable key into the session anyway)."""
+    from pkcs11 import Attribute
+
+    from vault.envelope import EncryptItem
+    from vault.signing import SignOptions
+
+    aes, _ = runtime.registry.create_sync(f"direct-{uuid.uuid4().hex[:8]}", "aes256-gcm96")
+    ec, _ = runtime.registry.create_sync(f"direct-{uuid.uuid4().hex[:8]}", "ecdsa-p256")
+    asyncio.run(runtime.transit.encrypt(aes.name, [EncryptItem(b"x", b"")]))
+    asyncio.run(runtime.signer.sign(ec.name, [b"x"], SignOptions()))
+
+    def session_objects(ops):  # type: ignore[no-untyped-def]
+        return sum(1 for _ in ops._session.get_objects({Attribute.TOKEN: False}))
+
+    assert runtime.hsm.run_sync(session_objects) == 0
 
 
 def test_verification_leaves_no_seed_behind(runtime) -> None:  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from joserfc import jwe, jws
 from joserfc.jwk import ECKey, KeySet, import_key
 from sqlalchemy import insert, select
 
+from tests.integration.key_doubles import token_calls
 from vault.bootstrap import dev_partner_key_path
 from vault.errors import BadRequest, ConfigError, NotFound
 from vault.partners import PartnerMessages
@@ -269,15 +270,26 @@ def test_claims_must_name_the_partner_and_us(
             run(messages.open("acme-bank", token))
 
 
-def test_tampered_messages_fail_alike(settings, messages: PartnerMessages, signer: Signer) -> None:  # type: ignore[no-untyped-def]
+def test_tampered_messages_fail_alike(
+    settings, runtime, messages: PartnerMessages, signer: Signer
+) -> None:  # type: ignore[no-untyped-def]
+    """A bad key block and a bad ciphertext give the same answer for the same token calls
+    (with RSA-OAEP: the decryption, then a known-good one; no Manger-style oracle)."""
     for partner in PROFILES:
         parts = partner_seals(settings, messages, signer, partner).split(".")
-        for index in (1, 3, 4):  # encrypted key, ciphertext, tag
+        costs = []
+        for index in (1, 1, 3, 4):  # encrypted key (twice: the first makes the canary), ...
             segment = parts[index]
             flipped = ("B" if segment[5] == "A" else "A").join((segment[:5], segment[6:]))
             token = ".".join([*parts[:index], flipped, *parts[index + 1 :]])
-            with pytest.raises(BadRequest, match="message could not be decrypted"):
+            with (
+                token_calls(runtime) as calls,
+                pytest.raises(BadRequest, match="message could not be decrypted"),
+            ):
                 run(messages.open(partner, token))
+            costs.append(dict(calls))
+        assert costs[1] == costs[2] == costs[3], (partner, costs)
+        assert costs[1] == ({"decrypt": 2} if partner == "acme-bank" else {"derive_key": 1})
 
 
 def test_headers_outside_the_profile_are_refused(

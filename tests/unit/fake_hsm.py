@@ -1,9 +1,10 @@
 """An in-memory stand-in for the HSM adapter, for unit tests of ``vault/`` alone.
 
 It keeps key material in a dict and does the crypto with ``cryptography``; it behaves like
-``hsm/`` where the domain can tell: a bad GCM tag is ``AuthenticationFailed``, a missing
-object is ``ObjectMissing``, every job runs under one lock. Test scaffolding only, never a
-model of how the real token protects anything.
+``hsm/`` where the domain can tell: a bad GCM tag is ``DecryptionFailed`` (decided by
+``key_works``), a missing object is ``ObjectMissing``, every job runs under one lock. It
+counts the calls of each kind (``FakeOps.calls``). Test scaffolding only, never a model of
+how the real token protects anything.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hmac
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,13 +23,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hsm import KeySpec, MacAlgorithm, ObjectInfo
-from hsm.errors import AuthenticationFailed, HsmUnavailable, ObjectMissing
+from hsm.errors import DecryptionFailed, HsmUnavailable, ObjectMissing
 from vault.hsm import Hsm
 from vault.registry import Authority, KeyRegistry
 from vault.store import Database, make_engine, migrate
 from vault.store.keys import KeyStore
 
 T = TypeVar("T")
+_AES = frozenset({KeySpec.AES256, KeySpec.AES256_GCM, KeySpec.OTP_WRAP})
+_HMAC = frozenset({KeySpec.HMAC256, KeySpec.HMAC512, KeySpec.OTP_BIND})
 
 
 @dataclass
@@ -42,14 +46,15 @@ class FakeOps:
 
     def __init__(self) -> None:
         self.store: dict[bytes, FakeObject] = {}
+        self.calls: Counter[str] = Counter()  # HSM calls made, by kind
 
     def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
         if key_id in self.store:
             raise ValueError(f"an object with id {key_id.hex()} already exists")
         secret: Any
-        if not spec.asymmetric:
+        if spec in _AES | _HMAC:
             secret = os.urandom(32)
-        elif spec is KeySpec.EC_P256:
+        elif spec in (KeySpec.EC_P256, KeySpec.EC_P256_ECDH):
             secret = ec.generate_private_key(ec.SECP256R1())
         elif spec is KeySpec.ED25519:
             secret = ed25519.Ed25519PrivateKey.generate()
@@ -83,30 +88,36 @@ class FakeOps:
     def random(self, length: int) -> bytes:
         return os.urandom(length)
 
-    def _secret(self, key_id: bytes, *specs: KeySpec) -> bytes:
+    def _secret(self, key_id: bytes, specs: frozenset[KeySpec]) -> bytes:
         obj = self.store.get(key_id)
         if obj is None:
             raise ObjectMissing()
         if obj.spec not in specs:
-            raise TypeError(f"object {key_id.hex()} is {obj.spec.value}, not {specs}")
+            raise TypeError(f"object {key_id.hex()} is {obj.spec.value}, not one of {specs}")
         secret: bytes = obj.secret
         return secret
 
     def encrypt_gcm(
         self, key_id: bytes, iv: bytes, plaintext: bytes, aad: bytes
     ) -> tuple[bytes, bytes]:
-        return iv, AESGCM(self._secret(key_id, KeySpec.AES256)).encrypt(iv, plaintext, aad)
+        self.calls["encrypt_gcm"] += 1
+        return iv, AESGCM(self._secret(key_id, _AES)).encrypt(iv, plaintext, aad)
 
     def decrypt_gcm(self, key_id: bytes, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        key = self._secret(key_id, KeySpec.AES256)
+        self.calls["decrypt_gcm"] += 1
+        key = self._secret(key_id, _AES)
         try:
             return AESGCM(key).decrypt(iv, ciphertext, aad)
         except InvalidTag:
-            raise AuthenticationFailed() from None
+            raise DecryptionFailed() from None
+
+    def key_works(self, key_id: bytes, oaep_hash: str | None = None) -> bool:
+        self.calls["key_works"] += 1
+        return key_id in self.store
 
     def mac(self, key_id: bytes, algorithm: MacAlgorithm, data: bytes) -> bytes:
-        secret = self._secret(key_id, KeySpec.HMAC256, KeySpec.HMAC512, KeySpec.OTP_BIND)
-        return hmac.new(secret, data, algorithm.value).digest()
+        self.calls["mac"] += 1
+        return hmac.new(self._secret(key_id, _HMAC), data, algorithm.value).digest()
 
     def public_key_der(self, key_id: bytes) -> bytes:
         obj = self.store.get(key_id)
@@ -127,6 +138,7 @@ class FakeHsm:
     def __init__(self) -> None:
         self.ops = FakeOps()
         self.jobs = 0  # how many jobs ran: the domain promises one per call
+        self.fresh_jobs = 0  # of which with the token read afresh first
         self._lock = threading.Lock()
         self._closed = False
 
@@ -138,6 +150,7 @@ class FakeHsm:
             raise HsmUnavailable()
         with self._lock:
             self.jobs += 1
+            self.fresh_jobs += fresh
             return job(self.ops)
 
     def healthy(self) -> bool:

@@ -293,6 +293,40 @@ def test_unknown_or_malformed_subject(auth: Authenticator, sub: Any) -> None:
     refused(auth, token(claims(sub)))
 
 
+def test_a_service_name_cannot_be_confirmed(auth: Authenticator) -> None:
+    """Whether a service exists, has a key, or signs with another algorithm reads exactly as
+    a bad signature of a known service does, and costs a signature check too."""
+    known_bad_signature = refused(auth, token(claims("alpha"), ATTACKER_ED))
+    answers = {
+        refused(auth, token(claims("nobody"), ATTACKER_ED)),
+        refused(auth, token(claims(""), ATTACKER_ED)),
+        refused(auth, token(claims("keyless"), ATTACKER_ED)),
+        refused(auth, token(claims("gamma"), ATTACKER_ED)),  # an ES256 service, EdDSA token
+        refused(auth, token(claims("alpha"), ATTACKER_P256, "ES256")),
+        refused(auth, token(claims("nobody"), ATTACKER_P256, "ES256")),
+    }
+    assert answers == {known_bad_signature}
+    assert "nobody" not in known_bad_signature
+    assert "service" not in known_bad_signature
+
+
+def test_an_unknown_service_costs_a_signature_check(
+    auth: Authenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    real = jwt.decode
+
+    def counting(token: str, key: Any = None, **kwargs: Any) -> Any:
+        if kwargs.get("options", {}).get("verify_signature", True):
+            checked.append(token)
+        return real(token, key, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    for sub in ("alpha", "nobody", "keyless", "gamma"):
+        refused(auth, token(claims(sub), ATTACKER_ED))
+    assert len(checked) == 4
+
+
 def test_service_without_a_public_key(auth: Authenticator) -> None:
     refused(auth, token(claims("keyless"), ATTACKER_ED))
 

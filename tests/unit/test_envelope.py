@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import delete, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from tests.unit.fake_hsm import UNATTENDED, FakeHsm, FakeOps, registry_over
@@ -28,9 +29,17 @@ from vault.envelope import (
     context,
     parse,
 )
-from vault.errors import BadRequest, InvalidCiphertext, KeyVersionUnavailable, VaultError
+from vault.errors import (
+    BadRequest,
+    HsmUnavailable,
+    InvalidCiphertext,
+    KeyVersionUnavailable,
+    VaultError,
+)
 from vault.registry import KeyRegistry
+from vault.store import tables
 from vault.transit import DecryptItem, Encrypted, Transit
+from vault.usage import WrapCounter
 
 ONE_MESSAGE = "invalid ciphertext: message authentication failed"
 
@@ -57,7 +66,8 @@ class Env:
 def make_env(path: Path) -> Env:
     hsm = FakeHsm()
     registry = registry_over(hsm, f"sqlite:///{path}")
-    return Env(registry.store.db.engine, hsm, registry, Transit(registry, registry.hsm))
+    wraps = WrapCounter(registry.store, lambda n, v: registry.rotate_sync(n, if_latest=v))
+    return Env(registry.store.db.engine, hsm, registry, Transit(registry, registry.hsm, wraps))
 
 
 @pytest.fixture
@@ -232,6 +242,80 @@ def test_no_database_state_takes_part_in_a_wrap_nonce(tmp_path: Path) -> None:
         for _ in range(500)
     }
     assert len(nonces) == 1000
+
+
+def test_a_reused_row_id_never_repeats_a_nonce(tmp_path: Path) -> None:
+    """Deleting the newest row lets SQLite hand its id out again (no AUTOINCREMENT): a
+    process that starts after that, over the same HSM key, still draws fresh nonces."""
+    first = make_env(tmp_path / "vault.db")
+    first.registry.create_sync("backup-share", "aes256-gcm96")
+    seen = {blob_of(first.encrypt("backup-share", b"x"))[1 : 1 + NONCE_BYTES] for _ in range(500)}
+    versions = tables.key_versions
+    with first.engine.begin() as conn:
+        row = conn.execute(select(versions)).mappings().one()
+        conn.execute(delete(versions))
+        conn.execute(insert(versions).values(**row))  # the same row, the same id, again
+    first.engine.dispose()
+    second = make_env(tmp_path / "vault.db")
+    second.hsm.ops = first.hsm.ops
+    for _ in range(500):
+        nonce = blob_of(second.encrypt("backup-share", b"x"))[1 : 1 + NONCE_BYTES]
+        assert nonce not in seen
+        seen.add(nonce)
+
+
+def test_the_schema_keeps_no_nonce_state(tmp_path: Path) -> None:
+    """Migration 0002 drops ``nonce_prefixes``; existing keys get their type's purpose."""
+    from vault.store import make_engine
+    from vault.store.migrations import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO keys VALUES ('old-rsa', 'rsa-3072', 1, 1, 0, 0, 0, 0.0, 0.0),"
+                " ('old-aes', 'aes256-gcm96', 1, 1, 0, 0, 0, 0.0, 0.0)"
+            )
+        )
+        conn.execute(text("INSERT INTO nonce_prefixes (created_at, owner) VALUES (0.0, 'w')"))
+    upgrade(engine)
+    assert "nonce_prefixes" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        purposes = dict(conn.execute(text("SELECT name, purpose FROM keys")).all())
+    assert purposes == {"old-rsa": "signing", "old-aes": "encryption"}
+    engine.dispose()
+
+
+def test_a_tampered_data_key_and_a_tampered_payload_cost_the_same_hsm_work(env: Env) -> None:
+    """Both unwrap (one job), then check the key with a known-good ciphertext (one more)."""
+    ct = env.encrypt("backup-share", b"share", b"ad")
+    blob = blob_of(ct)
+    costs = []
+    for index in (1 + NONCE_BYTES + 3, HEADER_BYTES + 1):
+        tampered = bytearray(blob)
+        tampered[index] ^= 0x01
+        jobs, calls = env.hsm.jobs, dict(env.hsm.ops.calls)
+        assert_invalid(env.decrypt("backup-share", with_blob(ct, bytes(tampered)), b"ad"))
+        spent = {k: v - calls.get(k, 0) for k, v in env.hsm.ops.calls.items()}
+        costs.append((env.hsm.jobs - jobs, {k: v for k, v in spent.items() if v}))
+    assert costs[0] == costs[1] == (2, {"decrypt_gcm": 1, "key_works": 1})
+
+
+def test_a_failing_device_is_not_reported_as_a_bad_ciphertext(env: Env) -> None:
+    class Failing(FakeOps):
+        def key_works(self, key_id: bytes, oaep_hash: str | None = None) -> bool:
+            return False
+
+    ct = env.encrypt("backup-share", b"share")
+    failing = Failing()
+    failing.store = env.hsm.ops.store
+    env.hsm.ops = failing
+    tampered = bytearray(blob_of(ct))
+    tampered[-1] ^= 1
+    result = env.decrypt("backup-share", with_blob(ct, bytes(tampered)))
+    assert isinstance(result, HsmUnavailable)
+    assert env.decrypt("backup-share", ct) == b"share"
 
 
 # -- parsing ------------------------------------------------------------------------------

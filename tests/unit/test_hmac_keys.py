@@ -18,7 +18,7 @@ from hsm import KeySpec
 from tests.unit.fake_hsm import FakeHsm, registry_over
 from vault.digest import Digests, Mac, MacCheck
 from vault.errors import BadRequest
-from vault.keytypes import HMAC_ROLE, KEY_TYPES
+from vault.keytypes import HMAC_ROLE, KEY_TYPES, Purpose, mac_object
 from vault.registry import Authority, KeyRegistry
 from vault.store import Database, make_engine, tables
 from vault.store.keys import KeyStore
@@ -44,11 +44,20 @@ def mac(result: Mac | Exception) -> str:
     return result.value
 
 
+def _mac_of(type_name: str, purpose: Purpose | None = None) -> object:
+    kind = KEY_TYPES[type_name]
+    chosen = purpose or kind.default_purpose
+    return mac_object(kind.purposes[chosen], chosen)
+
+
 def test_mac_object_of_each_type() -> None:
-    assert KEY_TYPES["hmac"].mac_object == ("", KeySpec.HMAC512)
+    assert _mac_of("hmac") == ("", KeySpec.HMAC512)
     for name in ("aes256-gcm96", "ecdsa-p256", "ed25519", "rsa-3072"):
-        assert KEY_TYPES[name].mac_object == (HMAC_ROLE, KeySpec.HMAC512)
-    assert KEY_TYPES["otp-seed"].mac_object is None  # its "bind" HMAC key is not Transit's
+        assert _mac_of(name) == (HMAC_ROLE, KeySpec.HMAC512)
+    assert _mac_of("otp-seed") is None  # its "bind" HMAC key is not Transit's
+    # The partners' keys are one object each: they do not MAC.
+    assert _mac_of("rsa-3072", Purpose.DECRYPTION) is None
+    assert _mac_of("ecdsa-p256", Purpose.KEY_AGREEMENT) is None
 
 
 @pytest.mark.parametrize("type_name", TRANSIT_TYPES)
@@ -78,7 +87,7 @@ def test_the_hmac_key_is_not_the_key_itself(registry: KeyRegistry, hsm: FakeHsm)
 def test_otp_seed_keys_do_not_hmac(registry: KeyRegistry) -> None:
     registry.create_sync("seeds", "otp-seed")
     digests = Digests(registry, registry.hsm)
-    with pytest.raises(BadRequest, match="key type otp-seed does not support HMAC"):
+    with pytest.raises(BadRequest, match="key cannot be used for hmac"):
         asyncio.run(digests.hmac("seeds", [b"m"]))
 
 

@@ -4,17 +4,20 @@ creating, rotating, configuring and deleting keys."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from hsm import KeySpec
 from tests.unit.fake_hsm import UNATTENDED, FakeHsm, FakeOps, registry_over
-from vault.errors import BadRequest, HsmUnavailable, NotFound
-from vault.keys import Key, validate_name
-from vault.keytypes import KEY_TYPES, object_id, object_label
+from vault.errors import BadRequest, HsmUnavailable, KeyVersionUnavailable, NotFound
+from vault.keys import MAX_ROTATE_PERIOD, MIN_ROTATE_PERIOD, Key, rotate_period, validate_name
+from vault.keytypes import KEY_TYPES, Purpose, object_id, object_label
 from vault.registry import KeyRegistry
 from vault.store import tables
 
@@ -47,7 +50,7 @@ def expected_objects(key: Key) -> dict[bytes, str]:
     return {
         object_id(v.hsm_id, role): object_label(key.name, n, role)
         for n, v in key.versions.items()
-        for role, _ in key.type.objects
+        for role, _ in key.objects
     }
 
 
@@ -95,7 +98,7 @@ def test_each_key_type_gets_its_objects_and_labels(
 ) -> None:
     key, _ = registry.create_sync(f"k-{type_name}", type_name)
     assert hsm.labels() == expected_objects(key)
-    assert len(hsm.labels()) == len(KEY_TYPES[type_name].objects)
+    assert len(hsm.labels()) == len(key.objects)
 
 
 def test_otp_seed_key_has_a_wrap_and_a_bind_object(registry: KeyRegistry, hsm: FakeHsm) -> None:
@@ -353,3 +356,177 @@ def test_names_are_listed_sorted(registry: KeyRegistry) -> None:
     for name in ("b", "a", "c"):
         registry.create_sync(name, "aes256-gcm96")
     assert asyncio.run(registry.names()) == ["a", "b", "c"]
+
+
+def test_delete_reads_the_token_afresh_first(registry: KeyRegistry, hsm: FakeHsm) -> None:
+    """Another process's objects may be out of this one's view until it re-reads the token
+    (SoftHSM 2.6): the destroying job runs after a fresh read."""
+    registry.create_sync("k", "aes256-gcm96")
+    registry.configure_sync("k", deletion_allowed=True)
+    before = hsm.fresh_jobs
+    registry.delete_sync("k", by=UNATTENDED)
+    assert hsm.fresh_jobs == before + 1
+    assert hsm.labels() == {}
+
+
+# -- purposes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("type_name", "default"),
+    [
+        ("aes256-gcm96", Purpose.ENCRYPTION),
+        ("hmac", Purpose.MAC),
+        ("ecdsa-p256", Purpose.SIGNING),
+        ("ed25519", Purpose.SIGNING),
+        ("rsa-3072", Purpose.SIGNING),
+        ("otp-seed", Purpose.OTP),
+    ],
+)
+def test_each_type_has_a_default_purpose(
+    registry: KeyRegistry, type_name: str, default: Purpose
+) -> None:
+    key, _ = registry.create_sync(f"k-{type_name}", type_name)
+    assert key.purpose is default
+    assert KeyRegistry(registry.store, registry.hsm).get_sync(key.name).purpose is default
+
+
+@pytest.mark.parametrize(
+    ("type_name", "purpose", "spec"),
+    [
+        ("ecdsa-p256", "key-agreement", KeySpec.EC_P256_ECDH),
+        ("rsa-3072", "decryption", KeySpec.RSA3072_OAEP),
+        ("ecdsa-p256", "signing", KeySpec.EC_P256),
+        ("rsa-3072", "signing", KeySpec.RSA3072),
+    ],
+)
+def test_a_purpose_decides_what_the_hsm_objects_are(
+    registry: KeyRegistry, hsm: FakeHsm, type_name: str, purpose: str, spec: KeySpec
+) -> None:
+    key, _ = registry.create_sync("k", type_name, purpose=purpose)
+    assert key.purpose.value == purpose
+    assert hsm.ops.store[key.versions[1].object_id()].spec is spec
+    rotated = registry.rotate_sync("k")
+    assert hsm.ops.store[rotated.versions[2].object_id()].spec is spec
+
+
+@pytest.mark.parametrize(
+    ("type_name", "purpose"),
+    [
+        ("aes256-gcm96", "signing"),
+        ("hmac", "encryption"),
+        ("ed25519", "decryption"),
+        ("rsa-3072", ""),
+    ],
+)
+def test_a_purpose_the_type_cannot_serve_is_refused_before_the_hsm(
+    registry: KeyRegistry, hsm: FakeHsm, type_name: str, purpose: str
+) -> None:
+    with pytest.raises(BadRequest, match="serves only these purposes"):
+        registry.create_sync("k", type_name, purpose=purpose)
+    assert hsm.labels() == {}
+
+
+def test_a_key_is_refused_for_what_it_was_not_made_for(registry: KeyRegistry) -> None:
+    key, _ = registry.create_sync("k", "rsa-3072", purpose="decryption")
+    key.check_use("open")
+    for operation in ("sign", "verify", "encrypt", "hmac"):
+        with pytest.raises(BadRequest, match=f"^key cannot be used for {operation}$"):
+            key.check_use(operation)
+
+
+def test_set_purpose_moves_the_key_to_a_new_version_made_for_it(
+    registry: KeyRegistry, hsm: FakeHsm
+) -> None:
+    """The upgrade path for keys made before purposes: the new latest version's objects
+    serve the new purpose, and deleting the key still destroys every version's objects."""
+    registry.create_sync("k", "rsa-3072")
+    key = registry.rotate_sync("k", purpose="decryption")
+    assert key.purpose is Purpose.DECRYPTION
+    assert key.latest_version == 2
+    assert hsm.ops.store[key.versions[2].object_id()].spec is KeySpec.RSA3072_OAEP
+    assert hsm.ops.store[key.versions[1].object_id()].spec is KeySpec.RSA3072
+    registry.configure_sync("k", deletion_allowed=True)
+    registry.delete_sync("k", by=UNATTENDED)
+    assert hsm.labels() == {}
+
+
+def test_rotate_if_latest_rotates_only_that_version(registry: KeyRegistry) -> None:
+    registry.create_sync("k", "aes256-gcm96")
+    assert registry.rotate_sync("k", if_latest=1).latest_version == 2
+    assert registry.rotate_sync("k", if_latest=1).latest_version == 2  # already moved on
+    assert registry.rotate_sync("k", if_latest=2).latest_version == 3
+
+
+# -- the cache ----------------------------------------------------------------------------
+
+
+def test_a_version_named_by_a_caller_is_read_at_once(registry: KeyRegistry) -> None:
+    registry.create_sync("k", "aes256-gcm96")
+    here = KeyRegistry(registry.store, registry.hsm, cache_ttl=3600)
+    assert asyncio.run(here.get("k")).latest_version == 1
+    registry.rotate_sync("k")  # on "another replica"
+    assert asyncio.run(here.get("k")).latest_version == 1  # cached
+    assert asyncio.run(here.get("k", newest=2)).latest_version == 2
+
+
+def test_a_raised_min_decryption_version_is_enforced_within_the_cache_time(
+    registry: KeyRegistry,
+) -> None:
+    registry.create_sync("k", "aes256-gcm96")
+    registry.rotate_sync("k")
+    ttl = 0.2
+    here = KeyRegistry(registry.store, registry.hsm, cache_ttl=ttl)
+    asyncio.run(here.get("k")).version_to_check(1)
+    raised_at = time.monotonic()
+    registry.configure_sync("k", min_decryption_version=2)  # on "another replica"
+    while True:
+        key = asyncio.run(here.get("k"))
+        if key.min_decryption_version == 2:
+            break
+        assert time.monotonic() - raised_at < ttl
+        time.sleep(0.01)
+    with pytest.raises(KeyVersionUnavailable):
+        key.version_to_check(1)
+
+
+def test_an_older_read_never_replaces_a_newer_one_in_the_cache(registry: KeyRegistry) -> None:
+    registry.create_sync("k", "aes256-gcm96")
+    old = registry.get_sync("k")
+    newer = registry.rotate_sync("k")
+    registry._remember(time.monotonic() - 10, old)  # a slow read that began long ago
+    assert asyncio.run(registry.get("k")) == newer
+
+
+# -- rotation periods -----------------------------------------------------------------------
+
+
+@given(
+    value=st.one_of(
+        st.text(max_size=40),
+        st.from_regex(r"-?[0-9]{0,25}(\.[0-9]{0,12})?(e[0-9]{1,4})?[smhdHP]?", fullmatch=True),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+    )
+)
+def test_a_rotation_period_is_a_valid_number_of_seconds_or_a_bad_request(value: object) -> None:
+    try:
+        seconds = rotate_period(value)  # type: ignore[arg-type]
+    except BadRequest:
+        return
+    assert seconds == 0 or MIN_ROTATE_PERIOD <= seconds <= MAX_ROTATE_PERIOD
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("24h", 86400), ("1.5h", 5400), ("3600s", 3600), ("1d", 86400), ("", 0), ("0", 0), (0, 0)],
+)
+def test_rotation_periods_in_vaults_forms(value: int | str, seconds: int) -> None:
+    assert rotate_period(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["86400.0", 86400.5, 86400.0, "1e400s", 10**23, True, "1h30m"])
+def test_rotation_periods_vault_refuses(value: object) -> None:
+    with pytest.raises(BadRequest, match="auto_rotate_period"):
+        rotate_period(value)  # type: ignore[arg-type]

@@ -34,7 +34,7 @@ def registry(tmp_path: Path, hsm: FakeHsm) -> Iterator[KeyRegistry]:
 
 
 # An aes256-gcm96 version is two HSM objects: the AES key and its HMAC key.
-_OBJECTS_PER_VERSION = len(KEY_TYPES["aes256-gcm96"].objects)
+_OBJECTS_PER_VERSION = len(KEY_TYPES["aes256-gcm96"].roles)
 
 
 def five_versions(registry: KeyRegistry, **config: int) -> None:

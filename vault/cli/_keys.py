@@ -48,6 +48,7 @@ def _summary(key: Key) -> dict[str, Any]:
     return {
         "name": key.name,
         "type": key.type.name,
+        "purpose": key.purpose.value,
         "latest_version": key.latest_version,
         "min_decryption_version": key.min_decryption_version,
         "min_encryption_version": key.min_encryption_version,
@@ -59,7 +60,7 @@ def _summary(key: Key) -> dict[str, Any]:
 
 def _line(key: Key) -> str:
     return (
-        f"{key.name}\t{key.type.name}\tlatest=v{key.latest_version}"
+        f"{key.name}\t{key.type.name}\t{key.purpose.value}\tlatest=v{key.latest_version}"
         f"\tmin_decryption=v{key.min_decryption_version}"
         f"\tmin_encryption=v{key.min_encryption_version}"
         f"\tmin_available=v{key.min_available_version}"
@@ -176,6 +177,9 @@ def _show(entry: dict[str, Any], as_json: bool) -> None:
     default=None,
     help="Create one undeclared key NAME of this type instead (prefer declaring it).",
 )
+@click.option(
+    "--purpose", default=None, help="With --type: the one job the key is for (default: the type's)."
+)
 @officer_option
 @dry_run_option
 @domain_errors
@@ -183,6 +187,7 @@ def keys_create(
     names: tuple[str, ...],
     file_path: Path | None,
     type_name: str | None,
+    purpose: str | None,
     officer_key: Path | None,
     dry_run: bool,
 ) -> None:
@@ -196,7 +201,7 @@ def keys_create(
         if type_name is not None:
             if len(names) != 1:
                 raise click.UsageError("--type creates exactly one key NAME")
-            declared = {names[0]: DeclaredKey(names[0], type_name)}
+            declared = {names[0]: DeclaredKey(names[0], type_name, purpose=purpose)}
         unknown = [n for n in names if n not in declared]
         if unknown:
             raise click.ClickException(f"not declared: {', '.join(unknown)}")
@@ -248,6 +253,31 @@ def keys_rotate(name: str, officer_key: Path | None, dry_run: bool) -> None:
             return
         key = vault.registry.rotate_sync(name, by=authority(vault, officer_key), trigger="officer")
     click.echo(f"{name}: latest version is now v{key.latest_version}")
+
+
+@keys.command("set-purpose")
+@click.argument("name")
+@click.argument("purpose")
+@officer_option
+@dry_run_option
+@domain_errors
+def keys_set_purpose(name: str, purpose: str, officer_key: Path | None, dry_run: bool) -> None:
+    """Give key NAME another PURPOSE its type serves, with a new version made for it.
+
+    For keys made before purposes existed (README, "Upgrading"): from now on the key is used
+    for PURPOSE only, and its new version's HSM objects can do nothing else."""
+    with opened_vault() as vault:
+        key = vault.registry.get_sync(name)
+        chosen = key.type.purpose(purpose)
+        if dry_run:
+            click.echo(
+                f"dry run: would make {name} serve {chosen.value} from v{key.latest_version + 1}"
+            )
+            return
+        key = vault.registry.rotate_sync(
+            name, by=authority(vault, officer_key), trigger="set-purpose", purpose=purpose
+        )
+    click.echo(f"{name}: {key.purpose.value}, latest version is now v{key.latest_version}")
 
 
 @keys.command("configure")

@@ -6,12 +6,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from vault.errors import NotFound
 from vault.keys import Key, KeyVersion
-from vault.keytypes import KeyType, key_type
+from vault.keytypes import KeyType, Purpose, key_type
 from vault.store import Database
 from vault.store.tables import key_versions, keys
 
@@ -34,9 +34,11 @@ class KeyStore:
                 versions = conn.execute(
                     select(key_versions).where(key_versions.c.key_name == name)
                 ).mappings()
+                kind = key_type(row["type"])
                 return Key(
                     name=row["name"],
-                    type=key_type(row["type"]),
+                    type=kind,
+                    purpose=kind.purpose(row["purpose"]),
                     latest_version=row["latest_version"],
                     min_decryption_version=row["min_decryption_version"],
                     min_encryption_version=row["min_encryption_version"],
@@ -57,7 +59,14 @@ class KeyStore:
 
         return self.db.run_sync(query)
 
-    def insert(self, name: str, kind: KeyType, auto_rotate_period: int, first: KeyVersion) -> bool:
+    def insert(
+        self,
+        name: str,
+        kind: KeyType,
+        purpose: Purpose,
+        auto_rotate_period: int,
+        first: KeyVersion,
+    ) -> bool:
         """Add a key with its first version; ``False`` if the name is taken (another replica
         created it first)."""
         now = time.time()
@@ -75,17 +84,10 @@ class KeyStore:
                         auto_rotate_period=auto_rotate_period,
                         created_at=now,
                         updated_at=now,
+                        purpose=purpose.value,
                     )
                 )
-                conn.execute(
-                    insert(key_versions).values(
-                        key_name=name,
-                        version=first.version,
-                        hsm_id=first.hsm_id,
-                        created_at=first.created_at,
-                        hmac_key=first.has_hmac_key,
-                    )
-                )
+                conn.execute(insert(key_versions).values(**_version_row(name, first)))
 
         try:
             self.db.run_sync(lambda: _integrity(write))
@@ -93,28 +95,26 @@ class KeyStore:
             return False
         return True
 
-    def add_version(self, name: str, after: int, version: KeyVersion) -> bool:
-        """Make ``version`` the latest if the latest is still ``after``; ``False`` if another
-        rotation won the race (then nothing was written)."""
+    def add_version(
+        self, name: str, after: int, version: KeyVersion, purpose: Purpose | None = None
+    ) -> bool:
+        """Make ``version`` the latest if the latest is still ``after`` (and the key's purpose
+        ``purpose``, when given); ``False`` if another rotation won the race (then nothing was
+        written)."""
+        changes: dict[str, Any] = {"latest_version": version.version, "updated_at": time.time()}
+        if purpose is not None:
+            changes["purpose"] = purpose.value
 
         def write() -> bool:
             with self.db.engine.begin() as conn:
                 moved = conn.execute(
                     update(keys)
                     .where(keys.c.name == name, keys.c.latest_version == after)
-                    .values(latest_version=version.version, updated_at=time.time())
+                    .values(**changes)
                 ).rowcount
                 if moved != 1:
                     return False
-                conn.execute(
-                    insert(key_versions).values(
-                        key_name=name,
-                        version=version.version,
-                        hsm_id=version.hsm_id,
-                        created_at=version.created_at,
-                        hmac_key=version.has_hmac_key,
-                    )
-                )
+                conn.execute(insert(key_versions).values(**_version_row(name, version)))
                 return True
 
         try:
@@ -203,6 +203,43 @@ class KeyStore:
 
         self.db.run_sync(write)
 
+    def add_wraps(self, counts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Add to versions' wrap counts in one transaction; the totals after it, for the
+        versions that still exist."""
+        add = (
+            update(key_versions)
+            .where(
+                key_versions.c.key_name == bindparam("name"),
+                key_versions.c.version == bindparam("number"),
+            )
+            .values(wraps=key_versions.c.wraps + bindparam("count"))
+            .returning(key_versions.c.wraps)
+        )
+
+        def write() -> dict[tuple[str, int], int]:
+            totals = {}
+            with self.db.engine.begin() as conn:
+                for (name, number), count in sorted(counts.items()):
+                    total = conn.execute(
+                        add, {"name": name, "number": number, "count": count}
+                    ).scalar()
+                    if total is not None:
+                        totals[(name, number)] = int(total)
+            return totals
+
+        return self.db.run_sync(write)
+
+
+def _version_row(name: str, version: KeyVersion) -> dict[str, Any]:
+    return {
+        "key_name": name,
+        "version": version.version,
+        "hsm_id": version.hsm_id,
+        "created_at": version.created_at,
+        "hmac_key": version.has_hmac_key,
+        "wraps": version.wraps,
+    }
+
 
 class _Taken(Exception):
     pass
@@ -218,5 +255,9 @@ def _integrity(fn: Callable[[], T]) -> T:
 
 def _version(row: Any) -> KeyVersion:
     return KeyVersion(
-        row["version"], bytes(row["hsm_id"]), row["created_at"], bool(row["hmac_key"])
+        row["version"],
+        bytes(row["hsm_id"]),
+        row["created_at"],
+        has_hmac_key=bool(row["hmac_key"]),
+        wraps=row["wraps"],
     )

@@ -33,6 +33,8 @@ keys = Table(
     Column("updated_at", Float, nullable=False),
     # Vault's trim floor: versions below it are gone from the registry and the HSM.
     Column("min_available_version", Integer, nullable=False, default=0, server_default="0"),
+    # The one job the key is for (vault/keytypes.py: Purpose); its HSM objects can do no other.
+    Column("purpose", String(32), nullable=False),
 )
 
 key_versions = Table(
@@ -45,16 +47,10 @@ key_versions = Table(
     Column("created_at", Float, nullable=False),
     # The version has its own HMAC object (role "hmac"); rows from before it existed do not.
     Column("hmac_key", Boolean, nullable=False, default=False, server_default=false()),
+    # Data keys wrapped under the version so far, as the replicas have reported them: what
+    # forces a rotation well before SP 800-38D §8.3's 2^32 random IVs (vault/usage.py).
+    Column("wraps", BigInteger, nullable=False, default=0),
     ForeignKeyConstraint(["key_name"], ["keys.name"], ondelete="CASCADE"),
-)
-
-# NIST SP 800-38D §8.2.1: each process encrypting under a key gets a fixed field of its own.
-nonce_prefixes = Table(
-    "nonce_prefixes",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("created_at", Float, nullable=False),
-    Column("owner", String(128), nullable=False),
 )
 
 # One row per provisioned OTP seed: the last accepted position, the failure count, and
