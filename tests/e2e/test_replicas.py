@@ -209,10 +209,15 @@ def test_deleted_keys_leave_no_object_on_the_token(
         next(pick).data(f"keys/{name}/config", deletion_allowed=True)
 
     before = token_labels(settings, names)
-    # Four versions each: one object per secret key, a private and a public one per pair.
+    # Four versions each: one object per secret key, a private and a public one per pair,
+    # and for the Transit purposes one more: the version's own HMAC key.
     assert before == {
-        name: 4 * (2 if kind in ("ecdsa-p256", "ed25519") else 1)
-        for name, (kind, _) in zip(names, kinds, strict=True)
+        name: 4
+        * (
+            (2 if kind in ("ecdsa-p256", "ed25519") else 1)
+            + (1 if kind != "hmac" and purpose is None else 0)
+        )
+        for name, (kind, purpose) in zip(names, kinds, strict=True)
     }
     for name in names:
         replica = next(pick)

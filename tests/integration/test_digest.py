@@ -102,7 +102,7 @@ def test_hmac_errors(digests: Digests) -> None:
         run(digests.hmac(KEY, [b"m"], "sha2-999"))
     with pytest.raises(BadRequest, match="key version 99 does not exist"):
         run(digests.hmac(KEY, [b"m"], None, 99))
-    with pytest.raises(BadRequest, match="key type otp-seed does not support HMAC"):
+    with pytest.raises(BadRequest, match="key cannot be used for hmac"):
         run(digests.hmac("otp-seeds", [b"m"]))
     (bad,) = run(digests.verify_hmac(KEY, [MacCheck(b"m", "garbage")]))
     assert isinstance(bad, BadRequest)

@@ -91,7 +91,7 @@ class Partner:
         tag = uuid.uuid4().hex[:8]
         self.signing, self.decryption = f"overlap-sig-{tag}", f"overlap-dec-{tag}"
         runtime.registry.create_sync(self.signing, "ecdsa-p256")
-        runtime.registry.create_sync(self.decryption, "ecdsa-p256")
+        runtime.registry.create_sync(self.decryption, "ecdsa-p256", purpose="key-agreement")
         (tmp_path / "partners.toml").write_text(
             f'[partners.{NAME}]\nsigning_key = "{self.signing}"\n'
             f'decryption_key = "{self.decryption}"\n\n{entries}'

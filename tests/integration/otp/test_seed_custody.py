@@ -61,8 +61,8 @@ def _probe(key: Any) -> Any:
 
 def _objects(ops: Any, version: Any) -> tuple[Any, Any]:
     return (
-        ops._find(version.object_id("wrap"), ObjectClass.SECRET_KEY),
-        ops._find(version.object_id("bind"), ObjectClass.SECRET_KEY),
+        ops._key(version.object_id("wrap"), ObjectClass.SECRET_KEY),
+        ops._key(version.object_id("bind"), ObjectClass.SECRET_KEY),
     )
 
 
@@ -247,7 +247,9 @@ def _make_legacy_key(runtime: Any) -> str:
     name = f"otp-legacy-{uuid.uuid4().hex[:8]}"
     current = keytypes.KEY_TYPES["otp-seed"]
     keytypes.KEY_TYPES["otp-seed"] = keytypes.KeyType(
-        "otp-seed", (("wrap", KeySpec.AES256), ("bind", KeySpec.HMAC256)), otp=True
+        "otp-seed",
+        {keytypes.Purpose.OTP: (("wrap", KeySpec.AES256), ("bind", KeySpec.HMAC256))},
+        otp=True,
     )
     try:
         runtime.registry.create_sync(name, "otp-seed")
