@@ -3,9 +3,11 @@ runtime over them, and a real server process for end-to-end tests."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +130,41 @@ class Server:
             headers = {"Authorization": f"Bearer {token}"} if bearer else {"X-Vault-Token": token}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
+    def workers(self) -> list[int]:
+        """The ids of the server's worker processes (its children)."""
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                pids += [int(pid) for pid in (task / "children").read_text().split()]
+        return pids
+
+    def wait_for_workers(self, count: int, timeout: float = 60) -> list[int]:
+        """The worker ids once ``count`` workers run and the server is healthy again."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.workers()
+            if len(pids) == count and self.healthy():
+                return pids
+            time.sleep(0.1)
+        raise AssertionError(f"{count} workers did not come up: {self.workers()}")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v1/sys/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the whole replica, server process first so that nothing respawns a worker:
+        no shutdown code runs anywhere, as when a machine fails."""
+        workers = self.workers()
+        self.proc.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -148,7 +185,9 @@ def server(settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
-PG_ADMIN_URL = os.environ.get("VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 # .ci/run sets this: there, a PostgreSQL that cannot be reached fails the tests that need it
 # instead of skipping them.
 PG_REQUIRED = os.environ.get("VAULT_TEST_REQUIRE_POSTGRES", "") not in ("", "0")
