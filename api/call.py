@@ -82,6 +82,9 @@ class Call:
     operation: str | None = None
     key: str | None = None
     key_version: int | None = None
+    # How many values the operation processed successfully, where a batch's items count each
+    # (handlers of batches set it); None: one when the request succeeded.
+    items: int | None = None
     status: int = 0
     error: BaseException | None = None
 

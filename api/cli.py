@@ -9,7 +9,9 @@ import sys
 
 import click
 
+from api.processes import clear_stale_run_dirs, run_dir
 from vault.cli import main, settings_or_exit
+from vault.config import Settings
 
 
 @main.command()
@@ -22,27 +24,34 @@ def serve(workers: int | None) -> None:
     builds its own vault (and PKCS#11 session) when it starts; a worker starts while the HSM
     or the database is away and answers 503 until they are back.
     """
-    from granian import Granian  # noqa: PLC0415
-    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
-
     from vault.bootstrap import ensure_softhsm_config  # noqa: PLC0415
 
     settings = settings_or_exit()
     if settings.softhsm_conf.exists() or "softhsm" in settings.pkcs11_module:
         ensure_softhsm_config(settings)
-    # Every worker writes its metrics here; /metrics sums them (prometheus-client's
-    # multiprocess mode). Emptied at start: the files of a previous server are stale.
-    metrics_dir = settings.var_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # This server's own run dir: every worker writes its metrics there and /metrics sums
+    # them (prometheus-client's multiprocess mode); the workers' heartbeats (api/watchdog.py).
+    clear_stale_run_dirs(settings.var_dir)
+    here = run_dir(settings.var_dir, os.getpid())
+    (here / "metrics").mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(here / "metrics")
+    try:
+        _granian(settings, workers or settings.workers)
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+
+
+def _granian(settings: Settings, workers: int) -> None:
+    from granian import Granian  # noqa: PLC0415
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
+
     Granian(
         "api.app:create_default_app",
         factory=True,
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,
-        workers=workers or settings.workers,
+        workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.http1,
         websockets=False,

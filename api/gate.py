@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -144,8 +144,12 @@ class Gate:
         *,
         max_body: int,
         stages: tuple[Stage, ...] = (),
+        on_startup: Sequence[Callable[[], None]] = (),
+        on_shutdown: Sequence[Callable[[], None]] = (),
     ) -> None:
         self._router = routes.asgi_router
+        self._on_startup = tuple(on_startup)
+        self._on_shutdown = tuple(on_shutdown)
         self._open_vault = open_vault
         self._max_body = max_body
         self._stages = stages
@@ -161,7 +165,8 @@ class Gate:
         else:  # websockets: none here
             await send({"type": "websocket.close", "code": 1003})
 
-    # -- lifespan: build the vault (no I/O beyond the policy files), close it at the end --
+    # -- lifespan: build the vault (no I/O beyond the policy files), close it at the end; --
+    # -- the server's own hooks (metrics, the worker watchdog) run on the event loop      --
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -169,12 +174,19 @@ class Gate:
             if message["type"] == "lifespan.startup":
                 try:
                     self.vault = self._open_vault()
+                    for hook in self._on_startup:
+                        hook()
                 except Exception as exc:
                     log.error("start-up failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                for hook in self._on_shutdown:
+                    try:
+                        hook()
+                    except Exception:
+                        log.exception("a shutdown hook failed")
                 if self.vault is not None:
                     self.vault.close()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -47,6 +47,8 @@ async def readiness(call: Call) -> tuple[bool, bool]:
     vault = call.vault
     hsm_ok = await _usable(lambda: vault.hsm.run(lambda ops: ops.random(1)))
     db_ok = await _usable(lambda: vault.db.run(vault.db.ping))
+    if not db_ok:
+        metrics.DATABASE_ERRORS.inc()
     return hsm_ok, db_ok
 
 

@@ -144,6 +144,7 @@ def _batch(data: EncryptBody, max_items: int) -> list[BatchItem] | None:
 
 
 def _batch_reply(
+    call: Call,
     items: list[BatchItem],
     results: list[dict[str, Any]],
     *,
@@ -159,6 +160,7 @@ def _batch_reply(
     for item, result in zip(items, results, strict=True):
         result["reference"] = item.reference or ""
         failed += "error" in result
+    call.items = len(results) - failed
     status = 200
     warnings = None
     if failures_fail and failed:
@@ -210,9 +212,10 @@ async def _key_or_upsert(call: Call, name: str, type_name: str | None) -> None:
 
 
 async def _rewrap_seeds(
-    vault: Vault, name: str, data: EncryptBody, batch: list[BatchItem] | None
+    call: Call, name: str, data: EncryptBody, batch: list[BatchItem] | None
 ) -> Reply:
     """``rewrap`` on an ``otp-seed`` key moves encrypted seeds to the latest version."""
+    vault = call.vault
 
     async def one(ciphertext: str | None, version: int | None) -> dict[str, Any]:
         if not ciphertext:
@@ -229,7 +232,7 @@ async def _rewrap_seeds(
             results.append(await one(item.ciphertext, version))
         except VaultError as exc:
             results.append({"error": str(exc)})
-    return _batch_reply(batch, results, failures_fail=False)
+    return _batch_reply(call, batch, results, failures_fail=False)
 
 
 class TransitController(Controller):
@@ -328,6 +331,7 @@ class TransitController(Controller):
         )
         _used_version(call, results)
         return _batch_reply(
+            call,
             batch,
             [_encrypted(r) for r in results],
             failures_fail=True,
@@ -351,6 +355,7 @@ class TransitController(Controller):
             return ok({"plaintext": b64encode(_single(result[0]))}, secret=True)
         results = await vault.transit.decrypt(name, [_decrypt_item(i) for i in batch])
         return _batch_reply(
+            call,
             batch,
             [_plaintext(r) for r in results],
             failures_fail=True,
@@ -368,7 +373,7 @@ class TransitController(Controller):
         key = await vault.registry.get(name)
         batch = _batch(data, vault.settings.max_batch_items)
         if key.type.otp:
-            return await _rewrap_seeds(vault, name, data, batch)
+            return await _rewrap_seeds(call, name, data, batch)
         if batch is None:
             result = await vault.transit.rewrap(name, [_decrypt_item(data)], data.key_version)
             _used_version(call, result)
@@ -376,7 +381,7 @@ class TransitController(Controller):
         items = [_decrypt_item(i) for i in batch]
         results = await vault.transit.rewrap(name, items, data.key_version)
         _used_version(call, results)
-        return _batch_reply(batch, [_encrypted(r) for r in results], failures_fail=False)
+        return _batch_reply(call, batch, [_encrypted(r) for r in results], failures_fail=False)
 
     @post("/datakey/{kind:str}/{name:str}", opt=route("datakey:{kind}"), responses=answers(DataKey))
     async def datakey(

@@ -34,8 +34,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hsm._errors import SESSION_LOST, PKCS11Error, translate
+from hsm._faults import FaultSwitch
 from hsm.errors import HsmError, HsmUnavailable, LoginRefused, ObjectMissing
-from hsm.interface import HsmOps
+from hsm.interface import HsmObserver, HsmOps
 
 T = TypeVar("T")
 log = logging.getLogger("hsm")
@@ -68,8 +69,12 @@ class HsmThread:
         inline_budget: float = 150e-6,
         *,
         credential: Callable[[], object] | None = None,
+        observer: HsmObserver | None = None,
+        faults: FaultSwitch | None = None,
     ) -> None:
         self._connect = connect
+        self._observer = observer
+        self._faults = faults  # tests only (hsm/_faults.py)
         # What the session logs in with (a PIN's digest): a refused one is not tried again.
         self._credential = credential or (lambda: None)
         self._refused: object = _NOTHING
@@ -152,6 +157,7 @@ class HsmThread:
             self._run_burst(burst)
             if stop:
                 break
+        self._set_healthy(False, lost=False)
         self._disconnect()
 
     def _run_burst(self, burst: list[_Job]) -> None:
@@ -187,12 +193,21 @@ class HsmThread:
             self._window_count = 0
         return outcome
 
-    def _execute(self, job: Callable[[Any], Any], *, retried: bool = False) -> _Outcome:
+    def _execute(self, job: Callable[[Any], Any]) -> _Outcome:
+        outcome = self._attempt(job)
+        if self._observer is not None:
+            ok, value = outcome
+            self._observer.job_done(None if ok or not isinstance(value, HsmError) else value)
+        return outcome
+
+    def _attempt(self, job: Callable[[Any], Any], *, retried: bool = False) -> _Outcome:
         """Run one job. Exceptions of the token become :mod:`hsm.errors`; any other exception
         the job raises (the caller's own) is handed back unchanged."""
         if self._ops is None and not self._reconnect():
             return False, self.last_error or HsmUnavailable()
         try:
+            if self._faults is not None:
+                self._faults.before_job(self._ops)
             return True, job(self._ops)
         except ObjectMissing as exc:
             if retried:
@@ -200,12 +215,12 @@ class HsmThread:
                 return False, exc
             log.info("HSM object not in view; reading the token afresh")
             self._reload()
-            return self._execute(job, retried=True)
+            return self._attempt(job, retried=True)
         except HsmError as exc:
             return False, exc
         except SESSION_LOST as exc:
             log.warning("HSM session lost (%s); will re-open", type(exc).__name__)
-            self._drop_session()
+            self._drop_session(lost=True)
             return False, HsmUnavailable()
         except PKCS11Error as exc:
             return False, translate(exc)
@@ -226,6 +241,8 @@ class HsmThread:
         if credential == self._refused:
             return False
         try:
+            if self._faults is not None:
+                self._faults.before_open()
             self._ops = self._connect()
         except BaseException as exc:
             error = translate(exc)
@@ -234,17 +251,25 @@ class HsmThread:
             log.warning("HSM session could not be opened: %s", type(error).__name__)
             self.last_error = error
             self._ops = None
-            self._healthy = False
+            self._set_healthy(False, lost=False)
             return False
         log.info("HSM session opened")
         self._refused = _NOTHING
         self.last_error = None
         self._healthy = True
+        if self._observer is not None:
+            self._observer.session_opened()
         return True
+
+    def _set_healthy(self, healthy: bool, *, lost: bool) -> None:
+        was, self._healthy = self._healthy, healthy
+        if was and not healthy and self._observer is not None:
+            self._observer.session_closed(lost=lost)
 
     def _reload(self) -> None:
         ops = self._ops
         self._ops = None
+        self._set_healthy(False, lost=False)
         if ops is not None:
             try:
                 ops.reinitialize()
@@ -253,8 +278,8 @@ class HsmThread:
         self._last_attempt = float("-inf")
         self._reconnect()
 
-    def _drop_session(self) -> None:
-        self._healthy = False
+    def _drop_session(self, *, lost: bool) -> None:
+        self._set_healthy(False, lost=lost)
         self._disconnect()
         self._ops = None
         self._last_attempt = float("-inf")

@@ -67,8 +67,12 @@ class Settings:
     softhsm_conf: Path
     hsm_timeout: float = 5.0
     db_timeout: float = 5.0
+    worker_stall_timeout: float = 30.0
     lean_dispatch: bool = True
     dev_token_lifetime: int = 24 * 3600
+    # Tests only, never in production: a file whose contents make the HSM fail on demand
+    # (hsm/_faults.py). Unset, no fault can be injected.
+    test_hsm_fault_file: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -130,5 +134,7 @@ def load_settings() -> Settings:
         softhsm_conf=Path(_env("SOFTHSM2_CONF", str(var_dir / "softhsm2.conf"))),
         hsm_timeout=_env_seconds("HSM_TIMEOUT", 5.0),
         db_timeout=_env_seconds("DB_TIMEOUT", 5.0),
+        worker_stall_timeout=_env_seconds("WORKER_STALL_TIMEOUT", 30.0),
         lean_dispatch=_env_bool("LEAN_DISPATCH", True),
+        test_hsm_fault_file=_env("TEST_HSM_FAULT_FILE", "") or None,
     )

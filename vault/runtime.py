@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from hsm import JobRunner
+from hsm import HsmObserver, JobRunner
 from vault.auth import Authenticator
 from vault.config import Settings
 from vault.digest import Digests
@@ -30,13 +30,20 @@ from vault.transit import Transit
 log = logging.getLogger("vault")
 
 
-def open_runner(settings: Settings) -> JobRunner:
+def open_runner(settings: Settings, observer: HsmObserver | None = None) -> JobRunner:
     """The PKCS#11 runner for the configured module and token (the session opens in the
-    background; the PIN is read from its source each time it does)."""
+    background; the PIN is read from its source each time it does). ``observer`` hears of
+    every job and session (the server's metrics)."""
     import hsm  # noqa: PLC0415 - pkcs11 only in processes that use the HSM
 
     os.environ.setdefault("SOFTHSM2_CONF", str(settings.softhsm_conf))
-    return hsm.connect(settings.pkcs11_module, settings.token_label, settings.user_pin)
+    return hsm.connect(
+        settings.pkcs11_module,
+        settings.token_label,
+        settings.user_pin,
+        observer=observer,
+        fault_file=settings.test_hsm_fault_file,
+    )
 
 
 @dataclass
