@@ -47,6 +47,7 @@ _Job = tuple[Callable[[Any], Any], "asyncio.Future[Any] | concurrent.futures.Fut
 # A job of at most this many PKCS#11 calls may run inline (an OTP check is about six).
 INLINE_MAX_CALLS = 8
 _NOTHING = object()
+_ON_THREAD: Any = object()  # an inline job that must run on the HSM thread after all
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
@@ -107,12 +108,13 @@ class HsmThread:
             and self._lock.acquire(blocking=False)
         ):
             try:
-                ok, value = self._timed(job, calls)
+                ok, value = self._timed(job, calls, inline=True)
             finally:
                 self._lock.release()
             if ok:
                 return value  # type: ignore[no-any-return]
-            raise value
+            if value is not _ON_THREAD:
+                raise value
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((job, future, loop, calls))
@@ -179,11 +181,11 @@ class HsmThread:
             with contextlib.suppress(RuntimeError):  # the loop closed while the job ran
                 loop.call_soon_threadsafe(_settle, items)
 
-    def _timed(self, job: Callable[[Any], Any], calls: int) -> _Outcome:
+    def _timed(self, job: Callable[[Any], Any], calls: int, *, inline: bool = False) -> _Outcome:
         """Run a job; every ``_WINDOW`` jobs, decide from the fastest time per PKCS#11 call
         among them whether jobs may run inline."""
         start = time.perf_counter()
-        outcome = self._execute(job)
+        outcome = self._execute(job, inline=inline)
         elapsed = (time.perf_counter() - start) / max(calls, 1)
         self._window_best = min(self._window_best, elapsed)
         self._window_count += 1
@@ -193,18 +195,26 @@ class HsmThread:
             self._window_count = 0
         return outcome
 
-    def _execute(self, job: Callable[[Any], Any]) -> _Outcome:
-        outcome = self._attempt(job)
-        if self._observer is not None:
+    def _execute(self, job: Callable[[Any], Any], *, inline: bool = False) -> _Outcome:
+        outcome = self._attempt(job, inline=inline)
+        if self._observer is not None and outcome[1] is not _ON_THREAD:
             ok, value = outcome
             self._observer.job_done(None if ok or not isinstance(value, HsmError) else value)
         return outcome
 
-    def _attempt(self, job: Callable[[Any], Any], *, retried: bool = False) -> _Outcome:
+    def _attempt(
+        self, job: Callable[[Any], Any], *, retried: bool = False, inline: bool = False
+    ) -> _Outcome:
         """Run one job. Exceptions of the token become :mod:`hsm.errors`; any other exception
-        the job raises (the caller's own) is handed back unchanged."""
-        if self._ops is None and not self._reconnect():
-            return False, self.last_error or HsmUnavailable()
+        the job raises (the caller's own) is handed back unchanged. Opening a session or
+        reading the token afresh can take seconds (retries with back-off): an inline job that
+        needs either goes to the HSM thread instead (``_ON_THREAD``), never blocking the
+        event loop."""
+        if self._ops is None:
+            if inline:
+                return False, _ON_THREAD
+            if not self._reconnect():
+                return False, self.last_error or HsmUnavailable()
         try:
             if self._faults is not None:
                 self._faults.before_job(self._ops)
@@ -213,6 +223,8 @@ class HsmThread:
             if retried:
                 log.error("an HSM object of a key version is missing from the token")
                 return False, exc
+            if inline:
+                return False, _ON_THREAD
             log.info("HSM object not in view; reading the token afresh")
             self._reload()
             return self._attempt(job, retried=True)
