@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import sys
+import urllib.error
+import urllib.request
 
 import click
 
@@ -39,6 +42,45 @@ def serve(workers: int | None) -> None:
         _granian(settings, workers or settings.workers)
     finally:
         shutil.rmtree(here, ignore_errors=True)
+
+
+@main.command()
+@click.option(
+    "--ready",
+    is_flag=True,
+    help="Readiness (/v1/sys/health: the HSM and the database usable now) instead of liveness.",
+)
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait.")
+def probe(ready: bool, timeout: float) -> None:
+    """Exit 0 when this host's server answers 200 (a container's HEALTHCHECK).
+
+    Liveness (/v1/sys/live) by default: a container is restarted only when its server does not
+    answer at all, never because the HSM or the database is away (restarting would not bring
+    them back). Readiness is the load balancer's probe (docs/deploy.md).
+    """
+    settings = settings_or_exit()
+    path = "/v1/sys/health" if ready else "/v1/sys/live"
+    status = _status_of(settings, path, timeout)
+    click.echo(f"{path}: {status if status is not None else 'no answer'}")
+    sys.exit(0 if status == 200 else 1)
+
+
+def _status_of(settings: Settings, path: str, timeout: float) -> int | None:
+    host = settings.host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    tls = bool(os.environ.get("VAULT_TLS_CERT"))
+    netloc = f"[{host}]" if ":" in host else host
+    url = f"{'https' if tls else 'http'}://{netloc}:{settings.port}{path}"
+    # The probe asks its own host over loopback and sends nothing secret; the certificate
+    # names the public host, not the loopback address, so it is not checked here.
+    context = ssl._create_unverified_context() if tls else None  # noqa: S323
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
 
 
 def _granian(settings: Settings, workers: int) -> None:

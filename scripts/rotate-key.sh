@@ -8,4 +8,9 @@ if [ "$#" -ne 1 ]; then
   echo "usage: $0 KEY_NAME" >&2
   exit 2
 fi
-exec .venv/bin/hsm-vault keys rotate "$1"
+# hsm-vault from PATH (the container image installs it there); in a development checkout,
+# the project's .venv comes first.
+if [ -x .venv/bin/hsm-vault ]; then
+  PATH="$PWD/.venv/bin:$PATH"
+fi
+exec hsm-vault keys rotate "$1"

@@ -18,6 +18,21 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(_PREFIX + name, default)
 
 
+def _env_or_file(name: str, default: str) -> str:
+    """``VAULT_<name>``, or the first line of the file ``VAULT_<name>_FILE`` names (a mounted
+    secret: a database URL carries its password)."""
+    path = os.environ.get(f"{_PREFIX}{name}_FILE")
+    if not path:
+        return _env(name, default)
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    except OSError:
+        raise ConfigError(f"cannot read {_PREFIX}{name}_FILE {path}") from None
+    if not value or not value[0].strip():
+        raise ConfigError(f"{_PREFIX}{name}_FILE {path} is empty")
+    return value[0].strip()
+
+
 def _env_int(name: str, default: int) -> int:
     raw = _env(name, str(default))
     try:
@@ -116,7 +131,7 @@ def load_settings() -> Settings:
         raise ConfigError(f"{_PREFIX}JWT_ALGORITHMS must be a subset of {sorted(allowed)}")
     return Settings(
         var_dir=var_dir,
-        database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'vault.db'}"),
+        database_url=_env_or_file("DATABASE_URL", f"sqlite:///{var_dir / 'vault.db'}"),
         pkcs11_module=_env("PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
         token_label=_env("TOKEN_LABEL", "hsm-vault"),
         pin_file=Path(_env("PIN_FILE", str(var_dir / "softhsm" / "user.pin"))),

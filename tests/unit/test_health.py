@@ -46,3 +46,13 @@ def test_health(hsm: Any, url: str, status: int, hsm_state: str, db_state: str) 
     # Load balancers probe with HEAD: the same status, no body.
     assert head.status_code == status
     assert head.content == b""
+
+
+def test_liveness_needs_neither_the_hsm_nor_the_database() -> None:
+    with _client(_DownHsm(), "sqlite:////nonexistent-dir/x.db") as client:
+        live = client.get("/v1/sys/live")
+        head = client.head("/v1/sys/live")
+        health = client.get("/v1/sys/health")
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert (head.status_code, head.content) == (200, b"")
+    assert health.status_code == 503
