@@ -156,32 +156,24 @@ def _measure(run: Run, live: S, step: Step[S]) -> Outcome:
     if busy is not None:
         outcome.notes.append(f"machine busy before the run: {busy:.0f}% CPU used by others")
     _say(f"  {server.name} {step.name}: {opts.warmup:g} s warm-up + {opts.duration:g} s ...")
-    log_path = LOGS / f"wrk-{server.name}-{step.name}.txt"
+    load = {
+        "duration": opts.duration,
+        "warmup": opts.warmup,
+        "connections": opts.connections,
+        "threads": opts.threads,
+        "verdicts": scenario.verdicts,
+        "log_path": LOGS / f"wrk-{server.name}-{step.name}.txt",
+    }
     try:
         if isinstance(live, ReplicaSet):  # every replica at once, added up
-            r = live.wrk(
-                scenario.path,
-                scenario.bodies,
-                scenario.headers,
-                duration=opts.duration,
-                warmup=opts.warmup,
-                connections=opts.connections,
-                threads=opts.threads,
-                verdicts=scenario.verdicts,
-                log_path=log_path,
-            )
+            r = live.wrk(scenario.path, scenario.bodies, scenario.headers, **load)
         else:
             r = wrk.run(
                 live.url + scenario.path,
                 scenario.bodies,
                 scenario.headers,
-                duration=opts.duration,
-                warmup=opts.warmup,
-                connections=opts.connections,
-                threads=opts.threads,
-                verdicts=scenario.verdicts,
-                log_path=log_path,
                 server_pgid=server.proc.pid,
+                **load,
             )
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
         outcome.status = "failed"

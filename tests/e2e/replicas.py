@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +16,22 @@ from tests.conftest import Server, mint
 
 IDENT = {"app_id": "wallet-app", "dfp_hash": "c0ffee"}
 OTP_KEY = "otp-seeds"
+DEADLINE = (
+    90.0  # seconds to wait for a fault to show or to pass; generous for a loaded 2-core machine
+)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def health(server: Server) -> int:
+    return httpx.get(f"{server.url}/v1/sys/health", timeout=30).status_code
 
 
 @contextlib.contextmanager

@@ -5,11 +5,9 @@ without a restart, having lost nothing they had accepted."""
 from __future__ import annotations
 
 import sqlite3
-import time
 import urllib.parse
 from collections.abc import Callable
 
-import httpx
 import pytest
 from sqlalchemy import make_url
 
@@ -21,26 +19,14 @@ from tests.e2e.replicas import (
     conformance_key,
     create_key,
     fresh_client,
+    health,
     replicas,
+    wait_for,
 )
 from tests.e2e.tcp_proxy import TcpProxy
+from tests.e2e.test_metrics import scrape, value
 
 pytestmark = pytest.mark.e2e
-
-DEADLINE = 60.0  # seconds; generous for a loaded 2-core machine
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
-
-
-def health(server: Server) -> int:
-    return httpx.get(f"{server.url}/v1/sys/health", timeout=30).status_code
 
 
 class Workload:
@@ -58,6 +44,12 @@ class Workload:
     def close(self) -> None:
         self.otp.close()
         self.transit.close()
+
+    def start(self, server: Server) -> list[int]:
+        """An OTP accepted and a value encrypted before the fault; the workers' ids."""
+        assert self.verify_next() == 200
+        assert self.encrypt(0) == 200
+        return server.wait_for_workers(2)
 
     def verify_next(self) -> int:
         r = self.token.verify(self.otp, self.next_counter)
@@ -95,10 +87,9 @@ def test_postgresql_refusing_connections_is_503_then_recovers(settings, pg_datab
         with replicas(settings, through_proxy, count=1) as (server,):
             work = Workload(server)
             try:
-                assert work.verify_next() == 200
-                assert work.encrypt(0) == 200
-                pids = server.wait_for_workers(2)
+                pids = work.start(server)
 
+                errors = value(scrape(server), "vault_database_errors_total")
                 proxy.stop()
                 wait_for(lambda: health(server) == 503, "health is 503")
                 for i in range(6):  # both workers, new connections each time
@@ -106,6 +97,7 @@ def test_postgresql_refusing_connections_is_503_then_recovers(settings, pg_datab
                     assert work.encrypt(i + 1) in (200, 503)
                 with server.client("security-officer") as officer:
                     assert officer.post(f"/v1/transit/keys/{work.key}/rotate").status_code == 503
+                assert value(scrape(server), "vault_database_errors_total") > errors
 
                 proxy.start()
                 wait_for(lambda: health(server) == 200, "health is 200 again")
@@ -179,9 +171,7 @@ def test_a_database_that_refuses_writes_is_503_for_writes_then_recovers(
     with replicas(settings, database_url, count=1) as (server,):
         work = Workload(server)
         try:
-            assert work.verify_next() == 200
-            assert work.encrypt(0) == 200
-            pids = server.wait_for_workers(2)
+            pids = work.start(server)
 
             read_only(True)
             try:

@@ -12,28 +12,16 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import Server
-from tests.e2e.replicas import HotpToken, b64, fresh_client
+from tests.e2e.replicas import DEADLINE, HotpToken, b64, fresh_client, health, wait_for
 from tests.e2e.test_metrics import scrape, value
 
 pytestmark = pytest.mark.e2e
-
-DEADLINE = 90.0  # seconds; generous for a loaded 2-core machine
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 class Faulty:
@@ -129,10 +117,6 @@ def faulty(settings, tmp_path: Path) -> Iterator[Faulty]:  # type: ignore[no-unt
     yield f
     f.clear()
     f.close()
-
-
-def health(server: Server) -> int:
-    return httpx.get(f"{server.url}/v1/sys/health", timeout=30).status_code
 
 
 def test_a_device_error_is_503_until_the_device_is_back(faulty: Faulty) -> None:

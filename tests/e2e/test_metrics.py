@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Server
-from tests.e2e.replicas import fresh_client
+from tests.e2e.replicas import OTP_KEY, HotpToken, fresh_client
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +77,25 @@ def test_successive_scrapes_agree_across_workers(two_workers: Server) -> None:
         assert value(now, "vault_hsm_session_open") == 2
         assert value(now, "vault_hsm_logins_total") >= 2
         assert value(now, "vault_hsm_calls_total") >= n + 1
+
+
+def test_otp_outcomes_are_counted(two_workers: Server) -> None:
+    before = scrape(two_workers)
+    token = HotpToken(two_workers)
+    with fresh_client(two_workers, "token-management") as c:
+        assert token.verify(c, 0).json()["data"]["valid"] is True
+        assert token.verify(c, 0).json()["data"]["reason"] == "replayed"
+        wrong = {**token.body(1), "otp": "000000" if token.body(1)["otp"] != "000000" else "111111"}
+        assert (
+            c.post(f"/v1/otp/verify/{OTP_KEY}", json=wrong).json()["data"]["reason"] == "mismatch"
+        )
+    after = scrape(two_workers)
+    for outcome in ("accepted", "replayed", "mismatch"):
+        labels = {"key": OTP_KEY, "outcome": outcome}
+        grown = value(after, "vault_otp_verifications_total", **labels) - value(
+            before, "vault_otp_verifications_total", **labels
+        )
+        assert grown == 1, outcome
 
 
 def test_a_killed_worker_leaves_its_counts_and_drops_its_gauges(two_workers: Server) -> None:
