@@ -85,10 +85,10 @@ def test_otp_outcomes_are_counted(two_workers: Server) -> None:
     with fresh_client(two_workers, "token-management") as c:
         assert token.verify(c, 0).json()["data"]["valid"] is True
         assert token.verify(c, 0).json()["data"]["reason"] == "replayed"
-        wrong = {**token.body(1), "otp": "000000" if token.body(1)["otp"] != "000000" else "111111"}
-        assert (
-            c.post(f"/v1/otp/verify/{OTP_KEY}", json=wrong).json()["data"]["reason"] == "mismatch"
-        )
+        right = token.body(1)
+        wrong = {**right, "otp": f"{(int(right['otp']) + 1) % 10**6:06d}"}
+        r = c.post(f"/v1/otp/verify/{OTP_KEY}", json=wrong)
+        assert r.json()["data"]["reason"] == "mismatch"
     after = scrape(two_workers)
     for outcome in ("accepted", "replayed", "mismatch"):
         labels = {"key": OTP_KEY, "outcome": outcome}
