@@ -174,23 +174,28 @@ class Gate:
             if message["type"] == "lifespan.startup":
                 try:
                     self.vault = self._open_vault()
-                    for hook in self._on_startup:
-                        hook()
                 except Exception as exc:
                     log.error("start-up failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # The server's hooks (metrics, watchdog) must never fail a worker's start:
+                # a worker that cannot start makes granian give up on the whole server.
+                self._run_hooks(self._on_startup, "start-up")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for hook in self._on_shutdown:
-                    try:
-                        hook()
-                    except Exception:
-                        log.exception("a shutdown hook failed")
+                self._run_hooks(self._on_shutdown, "shutdown")
                 if self.vault is not None:
                     self.vault.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    @staticmethod
+    def _run_hooks(hooks: tuple[Callable[[], None], ...], when: str) -> None:
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("a %s hook failed", when)
 
     def _vault(self) -> Vault:
         if self.vault is None:  # a server that sends no lifespan events
