@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -66,8 +67,17 @@ def test_what_one_replica_encrypts_the_other_decrypts(settings, pg_database: str
             # a version newer than its cache knows, so it reads the key again).
             with a.client("security-officer") as officer:
                 assert officer.post(f"/v1/transit/keys/{key}/rotate").status_code == 200
-            r = ca.post(f"/v1/transit/encrypt/{key}", json={"plaintext": b64(b"after rotation")})
-            assert r.json()["data"]["key_version"] == 2
+            # Encryption moves to v2 once the writer's cache has expired (VAULT_KEY_CACHE_TTL).
+            deadline = time.monotonic() + 60
+            while True:
+                r = ca.post(
+                    f"/v1/transit/encrypt/{key}", json={"plaintext": b64(b"after rotation")}
+                )
+                assert r.status_code == 200, r.text
+                if r.json()["data"]["key_version"] == 2:
+                    break
+                assert time.monotonic() < deadline, "encryption never moved to version 2"
+                time.sleep(0.1)
             r = cb.post(
                 f"/v1/transit/decrypt/{key}", json={"ciphertext": r.json()["data"]["ciphertext"]}
             )
