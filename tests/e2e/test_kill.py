@@ -8,6 +8,7 @@ version announced exists — seen by the surviving replica and by a new one star
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import signal
@@ -134,17 +135,42 @@ class Load:
             time.sleep(0.05)
 
 
+def _in_parallel(
+    server: Server, service: str, items: list[Any], check: Callable[..., None]
+) -> None:
+    """``check(client, item)`` for every item, on a few threads with a client each."""
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def one(item: Any) -> None:
+        if not hasattr(local, "client"):
+            local.client = fresh_client(server, service)
+            clients.append(local.client)
+        check(local.client, item)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(one, items))
+    finally:
+        for client in clients:
+            client.close()
+
+
 def check_nothing_lost(server: Server, load: Load) -> None:
-    with fresh_client(server, "token-management") as c:
-        for t, counter in sorted(load.accepted):
-            r = load.tokens[t].verify(c, counter)
-            assert r.status_code == 200, r.text
-            assert r.json()["data"] == {"valid": False, "reason": "replayed"}, (t, counter)
-    with fresh_client(server, "transit-conformance") as c:
-        for ciphertext, plaintext in load.sealed.items():
-            r = c.post(f"/v1/transit/decrypt/{load.key}", json={"ciphertext": ciphertext})
-            assert r.status_code == 200, r.text
-            assert r.json()["data"]["plaintext"] == plaintext
+    def replayed(c: httpx.Client, accepted: tuple[int, int]) -> None:
+        t, counter = accepted
+        r = load.tokens[t].verify(c, counter)
+        assert r.status_code == 200, r.text
+        assert r.json()["data"] == {"valid": False, "reason": "replayed"}, (t, counter)
+
+    def decrypts(c: httpx.Client, sealed: tuple[str, str]) -> None:
+        ciphertext, plaintext = sealed
+        r = c.post(f"/v1/transit/decrypt/{load.key}", json={"ciphertext": ciphertext})
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["plaintext"] == plaintext
+
+    _in_parallel(server, "token-management", sorted(load.accepted), replayed)
+    _in_parallel(server, "transit-conformance", list(load.sealed.items()), decrypts)
     with server.client("security-officer") as officer:
         r = officer.get(f"/v1/transit/keys/{load.key}")
         assert r.status_code == 200, r.text
