@@ -4,25 +4,28 @@ it starts (``vault.runtime``: no HSM or database I/O at start)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 
-from api import documents
+from api import documents, metrics
 from api.call import Call
 from api.export import ExportController
 from api.gate import Gate
 from api.otp import OtpController
 from api.payout import PayoutController
+from api.processes import run_dir
 from api.signing import SigningController
 from api.system import SystemController
 from api.transit import TransitController
+from api.watchdog import Watchdog
 from vault import VERSION, logs
 from vault.config import Settings, load_settings
-from vault.runtime import Vault
+from vault.runtime import Vault, open_runner
 
 CONTROLLERS = (
     TransitController,
@@ -62,16 +65,40 @@ def routes() -> Litestar:
 
 
 def create_app(
-    settings: Settings | None = None, open_vault: Callable[[Settings], Vault] | None = None
+    settings: Settings | None = None,
+    open_vault: Callable[[Settings], Vault] | None = None,
+    *,
+    on_startup: Sequence[Callable[[], None]] = (),
+    on_shutdown: Sequence[Callable[[], None]] = (),
 ) -> Gate:
     """The ASGI application of one worker."""
     settings = settings or load_settings()
     opener = open_vault or Vault.open
-    return Gate(routes(), lambda: opener(settings), max_body=settings.max_body_bytes)
+    return Gate(
+        routes(),
+        lambda: opener(settings),
+        max_body=settings.max_body_bytes,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
+
+
+def _open_observed(settings: Settings) -> Vault:
+    """The worker's vault, its HSM runner reporting to the metrics."""
+    return Vault.open(settings, runner=open_runner(settings, metrics.HsmMetrics()))
 
 
 def create_default_app() -> Gate:
     """The server's factory (in each worker): settings from the environment, the HSM from
-    the settings, JSON logs."""
+    the settings, JSON logs, metrics of the HSM and of the worker's life, and the watchdog
+    over the sibling workers (when the parent is ``hsm-vault serve``, which made its run dir)."""
     logs.configure()
-    return create_app()
+    settings = load_settings()
+    on_startup: list[Callable[[], None]] = [metrics.worker_started]
+    on_shutdown: list[Callable[[], None]] = [metrics.worker_stopped]
+    here = run_dir(settings.var_dir, os.getppid())
+    if here.is_dir():
+        watchdog = Watchdog(here / "workers", settings.worker_stall_timeout)
+        on_startup.append(watchdog.start)
+        on_shutdown.append(watchdog.stop)
+    return create_app(settings, _open_observed, on_startup=on_startup, on_shutdown=on_shutdown)

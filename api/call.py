@@ -83,6 +83,9 @@ class Call:
     key: str | None = None
     key_version: int | None = None
     approval: str | None = None  # X-Vault-Approval: an approval request id (dual control)
+    # How many values the operation processed successfully, where a batch's items count each
+    # (handlers of batches set it); None: one when the request succeeded.
+    items: int | None = None
     status: int = 0
     error: BaseException | None = None
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import sys
+import urllib.error
+import urllib.request
 
 import click
 
+from api.processes import clear_stale_run_dirs, run_dir
 from vault.cli import main, settings_or_exit
+from vault.config import Settings
 
 
 @main.command()
@@ -22,27 +27,73 @@ def serve(workers: int | None) -> None:
     builds its own vault (and PKCS#11 session) when it starts; a worker starts while the HSM
     or the database is away and answers 503 until they are back.
     """
-    from granian import Granian  # noqa: PLC0415
-    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
-
     from vault.bootstrap import ensure_softhsm_config  # noqa: PLC0415
 
     settings = settings_or_exit()
     if settings.softhsm_conf.exists() or "softhsm" in settings.pkcs11_module:
         ensure_softhsm_config(settings)
-    # Every worker writes its metrics here; /metrics sums them (prometheus-client's
-    # multiprocess mode). Emptied at start: the files of a previous server are stale.
-    metrics_dir = settings.var_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # This server's own run dir: every worker writes its metrics there and /metrics sums
+    # them (prometheus-client's multiprocess mode); the workers' heartbeats (api/watchdog.py).
+    clear_stale_run_dirs(settings.var_dir)
+    here = run_dir(settings.var_dir, os.getpid())
+    (here / "metrics").mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(here / "metrics")
+    try:
+        _granian(settings, workers or settings.workers)
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+
+
+@main.command()
+@click.option(
+    "--ready",
+    is_flag=True,
+    help="Readiness (/v1/sys/health: the HSM and the database usable now) instead of liveness.",
+)
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait.")
+def probe(ready: bool, timeout: float) -> None:
+    """Exit 0 when this host's server answers 200 (a container's HEALTHCHECK).
+
+    Liveness (/v1/sys/live) by default: a container is restarted only when its server does not
+    answer at all, never because the HSM or the database is away (restarting would not bring
+    them back). Readiness is the load balancer's probe (docs/deploy.md).
+    """
+    settings = settings_or_exit()
+    path = "/v1/sys/health" if ready else "/v1/sys/live"
+    status = _status_of(settings, path, timeout)
+    click.echo(f"{path}: {status if status is not None else 'no answer'}")
+    sys.exit(0 if status == 200 else 1)
+
+
+def _status_of(settings: Settings, path: str, timeout: float) -> int | None:
+    host = settings.host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    tls = bool(os.environ.get("VAULT_TLS_CERT"))
+    netloc = f"[{host}]" if ":" in host else host
+    url = f"{'https' if tls else 'http'}://{netloc}:{settings.port}{path}"
+    # The probe asks its own host over loopback and sends nothing secret; the certificate
+    # names the public host, not the loopback address, so it is not checked here.
+    context = ssl._create_unverified_context() if tls else None  # noqa: S323
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _granian(settings: Settings, workers: int) -> None:
+    from granian import Granian  # noqa: PLC0415
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
+
     Granian(
         "api.app:create_default_app",
         factory=True,
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,
-        workers=workers or settings.workers,
+        workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.http1,
         websockets=False,

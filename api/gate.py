@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -161,9 +161,13 @@ class Gate:
         *,
         max_body: int,
         stages: tuple[Stage, ...] = (),
+        on_startup: Sequence[Callable[[], None]] = (),
+        on_shutdown: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.routes = routes
         self._router = routes.asgi_router
+        self._on_startup = tuple(on_startup)
+        self._on_shutdown = tuple(on_shutdown)
         self._open_vault = open_vault
         self._max_body = max_body
         self._stages = stages
@@ -180,7 +184,8 @@ class Gate:
         else:  # websockets: none here
             await send({"type": "websocket.close", "code": 1003})
 
-    # -- lifespan: build the vault (no I/O beyond the policy files), close it at the end --
+    # -- lifespan: build the vault (no I/O beyond the policy files), close it at the end; --
+    # -- the server's own hooks (metrics, the worker watchdog) run on the event loop      --
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -192,13 +197,25 @@ class Gate:
                     log.error("start-up failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # The server's hooks (metrics, watchdog) must never fail a worker's start:
+                # a worker that cannot start makes granian give up on the whole server.
+                self._run_hooks(self._on_startup, "start-up")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._stop_background()
+                self._run_hooks(self._on_shutdown, "shutdown")
                 if self.vault is not None:
                     self.vault.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    @staticmethod
+    def _run_hooks(hooks: tuple[Callable[[], None], ...], when: str) -> None:
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("a %s hook failed", when)
 
     def _vault(self) -> Vault:
         """The worker's vault, opened at start-up (or at the first request, for a server

@@ -10,6 +10,7 @@ from litestar import Controller, post
 from litestar.params import FromPath, JSONBody
 from msgspec import Meta, Struct
 
+from api import metrics
 from api.call import CallParam, route
 from api.documents import answers
 from api.responses import Reply, ok
@@ -254,6 +255,7 @@ class OtpController(Controller):
                 session_info=session,
             ),
         )
+        metrics.otp_verified(name, "accepted" if result.valid else result.reason or "mismatch")
         return ok(_verify_view(result))
 
     # -- token management: each names the seed by its blob, whose tag the HSM checks first --

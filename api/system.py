@@ -15,6 +15,8 @@ from api.call import ANY_SERVICE, HEALTH, PUBLIC, Call, CallParam
 from api.responses import Reply, raw
 from vault import VAULT_API_VERSION, VERSION
 
+# Both probes run at once, so /v1/sys/health answers within this (load balancers' probe
+# timeouts are a few seconds; docs/deploy.md).
 PROBE_TIMEOUT = 2.0
 
 
@@ -45,8 +47,12 @@ async def _usable(check: Callable[[], Awaitable[object]]) -> bool:
 async def readiness(call: Call) -> tuple[bool, bool]:
     """Whether an HSM call and a database query both work now (probed, never a flag)."""
     vault = call.vault
-    hsm_ok = await _usable(lambda: vault.hsm.run(lambda ops: ops.random(1)))
-    db_ok = await _usable(lambda: vault.db.run(vault.db.ping))
+    hsm_ok, db_ok = await asyncio.gather(
+        _usable(lambda: vault.hsm.run(lambda ops: ops.random(1))),
+        _usable(lambda: vault.db.run(vault.db.ping)),
+    )
+    if not db_ok:
+        metrics.DATABASE_ERRORS.inc()
     return hsm_ok, db_ok
 
 
@@ -80,13 +86,17 @@ class SystemController(Controller):
         }
         return raw(body, 200 if hsm_ok and db_ok else 503)
 
-    @get(
+    @route(
         "/v1/sys/live",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
         opt=PUBLIC,
         responses={200: ResponseSpec(Live, description="Alive", generate_examples=False)},
+        status_code=200,
     )
     async def live(self, call: CallParam) -> Reply:
-        """Liveness: the process answers (restart it only when this fails)."""
+        """Liveness: this worker's event loop answers. It touches neither the HSM nor the
+        database, so an outage of either never gets a healthy process restarted (restart it
+        only when this fails); readiness is ``/v1/sys/health``."""
         return raw({"live": True})
 
     @get("/metrics", opt=PUBLIC, include_in_schema=False)

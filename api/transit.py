@@ -158,6 +158,7 @@ def _batch(data: EncryptBody, max_items: int) -> list[BatchItem] | None:
 
 
 def _batch_reply(
+    call: Call,
     items: list[BatchItem],
     results: list[dict[str, Any]],
     *,
@@ -173,6 +174,7 @@ def _batch_reply(
     for item, result in zip(items, results, strict=True):
         result["reference"] = item.reference or ""
         failed += "error" in result
+    call.items = len(results) - failed
     status = 200
     warnings = None
     if failures_fail and failed:
@@ -340,6 +342,7 @@ class TransitController(Controller):
         )
         _used_version(call, results)
         return _batch_reply(
+            call,
             batch,
             [_encrypted(r) for r in results],
             failures_fail=True,
@@ -363,6 +366,7 @@ class TransitController(Controller):
             return ok({"plaintext": b64encode(_single(result[0]))}, secret=True)
         results = await vault.transit.decrypt(name, [_decrypt_item(i) for i in batch])
         return _batch_reply(
+            call,
             batch,
             [_plaintext(r) for r in results],
             failures_fail=True,
@@ -388,7 +392,7 @@ class TransitController(Controller):
         items = [_decrypt_item(i) for i in batch]
         results = await vault.transit.rewrap(name, items, data.key_version)
         _used_version(call, results)
-        return _batch_reply(batch, [_encrypted(r) for r in results], failures_fail=False)
+        return _batch_reply(call, batch, [_encrypted(r) for r in results], failures_fail=False)
 
     @post("/datakey/{kind:str}/{name:str}", opt=route("datakey:{kind}"), responses=answers(DataKey))
     async def datakey(

@@ -159,6 +159,38 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
     ]
 
 
+def replica_targets(outcomes: list[Outcome], cores: int, workers: int) -> list[Target]:
+    """Two replicas against one (issue 15: >= 1.6x for encrypt and otp-verify). Where the
+    machine lacks the cores for two replicas (2 x ``workers``, plus one for wrk and the
+    database), the servers' throughput per core used is compared instead: two replicas that
+    keep >= 0.8 of one replica's per-core throughput would give 1.6x with the cores."""
+    enough = cores >= 2 * workers + 1
+    checks = []
+    for scenario in ("encrypt", "otp-verify"):
+        one = _find(outcomes, "vault-pg-x1", scenario)
+        two = _find(outcomes, "vault-pg-x2", scenario)
+        if enough:
+            value = _ratio(two.rps if two else None, one.rps if one else None)
+            label = f"2 replicas {scenario} >= 1.6 x 1 replica ({cores} cores)"
+            checks.append(_target(label, value, 1.6, "x"))
+            continue
+        per_one = _per_core(one, cores)
+        per_two = _per_core(two, cores)
+        label = (
+            f"2 replicas {scenario} per core >= 0.8 x 1 replica per core "
+            f"({cores} cores: too few for 2 x {workers} workers)"
+        )
+        checks.append(_target(label, _ratio(per_two, per_one), 0.8, "x"))
+    return checks
+
+
+def _per_core(outcome: Outcome | None, cores: int) -> float | None:
+    if outcome is None or outcome.result is None:
+        return None
+    used = outcome.result.cpu_server_pct / 100.0 * cores
+    return outcome.result.rps / used if used > 0 else None
+
+
 # -- text ---------------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 one after the other on this machine, under the same wrk load; a table on stdout and
 bench/results/latest.json.
 
-    python -m bench.run [--duration 8] [--warmup 2] [--only pkcs11,bare,vault,openbao]
+    python -m bench.run [--duration 8] [--warmup 2] [--only pkcs11,bare,vault,replicas,openbao]
 
 Exit status: 0 when every scenario ran (missed targets are shown, not fatal), 1 when a
 scenario failed (more than 1% errors) or a server would not start or died, 2 without wrk,
@@ -27,10 +27,11 @@ from types import FrameType
 
 import httpx
 
-from bench import pkcs11_ceiling, plans, report, scenarios, wrk
+from bench import pkcs11_ceiling, plans, replicas, report, scenarios, wrk
 from bench.machine import describe, source_state, wait_quiet
 from bench.plans import Plan, S, Step
 from bench.procs import ServerError
+from bench.replicas import ReplicaSet
 from bench.report import Outcome
 from bench.scenarios import Payloads, ProbeFailed, Unavailable
 from bench.servers import (
@@ -64,6 +65,7 @@ class Options:
     parts: tuple[str, ...]
     fresh_var: bool
     vault_workers: int
+    replica_workers: int
 
 
 @dataclass(slots=True)
@@ -85,7 +87,9 @@ def _parse(argv: list[str] | None) -> Options:
     parser.add_argument("--otp-import-seconds", type=float, default=30.0)
     parser.add_argument("--ceiling-seconds", type=float, default=1.5, help="per PKCS#11 op")
     parser.add_argument(
-        "--only", default="pkcs11,bare,vault,openbao", help="comma-separated parts to run"
+        "--only",
+        default="pkcs11,bare,vault,replicas,openbao",
+        help="comma-separated parts to run",
     )
     parser.add_argument(
         "--fresh-var",
@@ -93,6 +97,12 @@ def _parse(argv: list[str] | None) -> Options:
         help="bootstrap a throwaway var dir (token, database, keys) instead of using var/",
     )
     parser.add_argument("--vault-workers", type=int, default=2, help="hsm-vault serve --workers")
+    parser.add_argument(
+        "--replica-workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="workers of each replica in the replicas part (default: half the cores)",
+    )
     a = parser.parse_args(argv)
     return Options(
         duration=a.duration,
@@ -105,6 +115,7 @@ def _parse(argv: list[str] | None) -> Options:
         parts=tuple(s.strip() for s in a.only.split(",") if s.strip()),
         fresh_var=a.fresh_var,
         vault_workers=a.vault_workers,
+        replica_workers=a.replica_workers,
     )
 
 
@@ -145,19 +156,25 @@ def _measure(run: Run, live: S, step: Step[S]) -> Outcome:
     if busy is not None:
         outcome.notes.append(f"machine busy before the run: {busy:.0f}% CPU used by others")
     _say(f"  {server.name} {step.name}: {opts.warmup:g} s warm-up + {opts.duration:g} s ...")
+    load = {
+        "duration": opts.duration,
+        "warmup": opts.warmup,
+        "connections": opts.connections,
+        "threads": opts.threads,
+        "verdicts": scenario.verdicts,
+        "log_path": LOGS / f"wrk-{server.name}-{step.name}.txt",
+    }
     try:
-        r = wrk.run(
-            live.url + scenario.path,
-            scenario.bodies,
-            scenario.headers,
-            duration=opts.duration,
-            warmup=opts.warmup,
-            connections=opts.connections,
-            threads=opts.threads,
-            verdicts=scenario.verdicts,
-            log_path=LOGS / f"wrk-{server.name}-{step.name}.txt",
-            server_pgid=server.proc.pid,
-        )
+        if isinstance(live, ReplicaSet):  # every replica at once, added up
+            r = live.wrk(scenario.path, scenario.bodies, scenario.headers, **load)
+        else:
+            r = wrk.run(
+                live.url + scenario.path,
+                scenario.bodies,
+                scenario.headers,
+                server_pgid=server.proc.pid,
+                **load,
+            )
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
         outcome.status = "failed"
         outcome.notes.append(f"wrk failed: {exc}")
@@ -244,6 +261,45 @@ def _campaign(run: Run, plan: Plan[S]) -> None:
             problems = _log_problems(live)
             if problems:
                 run.server_notes.append(problems)
+
+
+def _replicas(run: Run, payloads: Payloads, tokens: plans.VaultTokens) -> None:
+    """One replica, then two, on a fresh PostgreSQL database (bench/replicas.py)."""
+    opts = run.options
+    steps = [
+        s
+        for s in plans.vault(payloads, tokens, opts.otp_tokens, opts.otp_import_seconds)
+        if s.name in replicas.SCENARIOS
+    ]
+    try:
+        db = replicas.PgDatabase()
+    except Exception as exc:  # no PostgreSQL here, or the set-up failed
+        why = f"no PostgreSQL database for the replicas: {type(exc).__name__}: {exc}"
+        _say(f"\n== replicas: skipped ({why})")
+        for count in (1, 2):
+            for step in steps:
+                outcome = Outcome(step.name, replicas.group_name(count), "skipped")
+                outcome.notes.append(why)
+                run.outcomes.append(outcome)
+        return
+    try:
+        for count in (1, 2):
+            label = (
+                f"hsm-vault: {count} replica(s) of {opts.replica_workers} worker(s), "
+                "one PostgreSQL database"
+            )
+            start = functools.partial(
+                replicas.ReplicaSet, LOGS, count, opts.replica_workers, db.url
+            )
+            _campaign(run, Plan(label, replicas.group_name(count), start, steps))
+    finally:
+        db.drop()
+    cores = os.cpu_count() or 1
+    for o in run.outcomes:
+        if o.server.startswith("vault-pg-") and o.result is not None:
+            figure = replicas.per_core(o.result, cores)
+            if figure is not None:
+                o.notes.append(f"{figure:,.0f} req/s per core the servers used")
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -335,16 +391,18 @@ def _main(opts: Options, scratch: Path) -> int:
                     plans.bare(payloads, backup),
                 ),
             )
+    tokens = plans.VaultTokens(
+        backup=backup,
+        payout=scenarios.token_header(settings, "payout-gateway"),
+        otp=scenarios.token_header(settings, "token-management"),
+    )
     if "vault" in opts.parts:
-        tokens = plans.VaultTokens(
-            backup=backup,
-            payout=scenarios.token_header(settings, "payout-gateway"),
-            otp=scenarios.token_header(settings, "token-management"),
-        )
         steps = plans.vault(payloads, tokens, opts.otp_tokens, opts.otp_import_seconds)
         start = functools.partial(start_vault, LOGS, opts.vault_workers)
         label = f"hsm-vault ({opts.vault_workers} workers)"
         _campaign(run, Plan(label, report.VAULT, start, steps))
+    if "replicas" in opts.parts:
+        _replicas(run, payloads, tokens)
     if "openbao" in opts.parts:
         home = scratch / "bao-home"
         steps_bao = plans.openbao(payloads, run.server_notes)
@@ -353,6 +411,7 @@ def _main(opts: Options, scratch: Path) -> int:
 
     report.add_ratios(run.outcomes, ceilings, f"bare-{vault_server}")
     checks = report.targets(run.outcomes)
+    checks += report.replica_targets(run.outcomes, os.cpu_count() or 1, opts.replica_workers)
     elapsed = time.monotonic() - clock
     _say(f"\n== results ({_settings_line(opts)}; {elapsed:.0f} s in all)")
     _say("raw PKCS#11 ceiling (ops/s, one thread):")
@@ -380,6 +439,7 @@ def _main(opts: Options, scratch: Path) -> int:
             "connections": opts.connections,
             "wrk_threads": opts.threads,
             "vault_workers": opts.vault_workers,
+            "replica_workers": opts.replica_workers,
             "plaintext_bytes": scenarios.PLAINTEXT_BYTES,
             "batch_items": scenarios.BATCH_ITEMS,
             "otp_tokens": opts.otp_tokens,

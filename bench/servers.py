@@ -54,7 +54,7 @@ BARE_SERVERS = ("granian", "uvicorn")
 def vault_http_server() -> str:
     """Which HTTP server ``hsm-vault serve`` runs (read from its source: granian or uvicorn)."""
     try:
-        source = (ROOT / "vault" / "cli.py").read_text(encoding="utf-8")
+        source = (ROOT / "api" / "cli.py").read_text(encoding="utf-8")
     except OSError:
         return "granian"
     return "granian" if "Granian(" in source else "uvicorn"
@@ -70,15 +70,19 @@ def vault_env() -> dict[str, str]:
     return env
 
 
-def start_vault(log_dir: Path, workers: int = 2) -> ServerProcess:
+def start_vault(
+    log_dir: Path, workers: int = 2, *, name: str = "hsm-vault", database_url: str | None = None
+) -> ServerProcess:
     port = free_port()
     env = vault_env()
     env["VAULT_LISTEN"] = f"127.0.0.1:{port}"
+    if database_url is not None:
+        env["VAULT_DATABASE_URL"] = database_url
     server = ServerProcess(
-        "hsm-vault",
+        name,
         [str(BIN / "hsm-vault"), "serve", "--workers", str(workers)],
         port=port,
-        log_path=log_dir / "hsm-vault.log",
+        log_path=log_dir / f"{name}.log",
         env=env,
         cwd=ROOT,
     )

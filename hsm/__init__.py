@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from hsm import errors
 from hsm.interface import (
     GeneratedSeed,
+    HsmObserver,
     HsmOps,
     JobRunner,
     KeySpec,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GeneratedSeed",
+    "HsmObserver",
     "HsmOps",
     "JobRunner",
     "KeySpec",
@@ -43,18 +45,28 @@ __all__ = [
 
 
 def connect(
-    module_path: str, token_label: str, pin: Callable[[], str], *, inline_budget: float = 150e-6
+    module_path: str,
+    token_label: str,
+    pin: Callable[[], str],
+    *,
+    inline_budget: float = 150e-6,
+    observer: HsmObserver | None = None,
+    fault_file: str | None = None,
 ) -> HsmThread:
     """A runner with a session on the token labelled ``token_label``, opened in the background
     and re-opened whenever it is lost. ``pin`` is asked each time the session is opened (a PIN
-    file may change); a PIN the token refused is not tried again."""
-    from hsm._thread import HsmThread  # noqa: PLC0415 - pkcs11 only where the HSM is used
+    file may change); a PIN the token refused is not tried again. ``observer`` hears of every
+    job and session (metrics). ``fault_file`` is for tests only: see ``hsm/_faults.py``."""
+    from hsm._faults import FaultSwitch  # noqa: PLC0415 - pkcs11 only where the HSM is used
+    from hsm._thread import HsmThread  # noqa: PLC0415
     from hsm._token import open_session  # noqa: PLC0415
 
     return HsmThread(
         lambda: open_session(module_path, token_label, pin()),
         inline_budget=inline_budget,
         credential=lambda: hashlib.sha256(pin().encode()).digest(),
+        observer=observer,
+        faults=FaultSwitch(fault_file) if fault_file else None,
     )
 
 

@@ -34,8 +34,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hsm._errors import SESSION_LOST, PKCS11Error, translate
+from hsm._faults import FaultSwitch
 from hsm.errors import HsmError, HsmUnavailable, LoginRefused, ObjectMissing
-from hsm.interface import HsmOps
+from hsm.interface import HsmObserver, HsmOps
 
 T = TypeVar("T")
 log = logging.getLogger("hsm")
@@ -46,6 +47,7 @@ _Job = tuple[Callable[[Any], Any], "asyncio.Future[Any] | concurrent.futures.Fut
 # A job of at most this many PKCS#11 calls may run inline (an OTP check is about six).
 INLINE_MAX_CALLS = 8
 _NOTHING = object()
+_ON_THREAD: Any = object()  # an inline job that must run on the HSM thread after all
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
@@ -68,8 +70,12 @@ class HsmThread:
         inline_budget: float = 150e-6,
         *,
         credential: Callable[[], object] | None = None,
+        observer: HsmObserver | None = None,
+        faults: FaultSwitch | None = None,
     ) -> None:
         self._connect = connect
+        self._observer = observer
+        self._faults = faults  # tests only (hsm/_faults.py)
         # What the session logs in with (a PIN's digest): a refused one is not tried again.
         self._credential = credential or (lambda: None)
         self._refused: object = _NOTHING
@@ -102,12 +108,13 @@ class HsmThread:
             and self._lock.acquire(blocking=False)
         ):
             try:
-                ok, value = self._timed(job, calls)
+                ok, value = self._timed(job, calls, inline=True)
             finally:
                 self._lock.release()
             if ok:
                 return value  # type: ignore[no-any-return]
-            raise value
+            if value is not _ON_THREAD:
+                raise value
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((job, future, loop, calls))
@@ -157,6 +164,7 @@ class HsmThread:
             self._run_burst(burst)
             if stop:
                 break
+        self._set_healthy(False, lost=False)
         self._disconnect()
 
     def _run_burst(self, burst: list[_Job]) -> None:
@@ -178,11 +186,11 @@ class HsmThread:
             with contextlib.suppress(RuntimeError):  # the loop closed while the job ran
                 loop.call_soon_threadsafe(_settle, items)
 
-    def _timed(self, job: Callable[[Any], Any], calls: int) -> _Outcome:
+    def _timed(self, job: Callable[[Any], Any], calls: int, *, inline: bool = False) -> _Outcome:
         """Run a job; every ``_WINDOW`` jobs, decide from the fastest time per PKCS#11 call
         among them whether jobs may run inline."""
         start = time.perf_counter()
-        outcome = self._execute(job)
+        outcome = self._execute(job, inline=inline)
         elapsed = (time.perf_counter() - start) / max(calls, 1)
         self._window_best = min(self._window_best, elapsed)
         self._window_count += 1
@@ -192,25 +200,44 @@ class HsmThread:
             self._window_count = 0
         return outcome
 
-    def _execute(self, job: Callable[[Any], Any], *, retried: bool = False) -> _Outcome:
+    def _execute(self, job: Callable[[Any], Any], *, inline: bool = False) -> _Outcome:
+        outcome = self._attempt(job, inline=inline)
+        if self._observer is not None and outcome[1] is not _ON_THREAD:
+            ok, value = outcome
+            self._observer.job_done(None if ok or not isinstance(value, HsmError) else value)
+        return outcome
+
+    def _attempt(
+        self, job: Callable[[Any], Any], *, retried: bool = False, inline: bool = False
+    ) -> _Outcome:
         """Run one job. Exceptions of the token become :mod:`hsm.errors`; any other exception
-        the job raises (the caller's own) is handed back unchanged."""
-        if self._ops is None and not self._reconnect():
-            return False, self.last_error or HsmUnavailable()
+        the job raises (the caller's own) is handed back unchanged. Opening a session or
+        reading the token afresh can take seconds (retries with back-off): an inline job that
+        needs either goes to the HSM thread instead (``_ON_THREAD``), never blocking the
+        event loop."""
+        if self._ops is None:
+            if inline:
+                return False, _ON_THREAD
+            if not self._reconnect():
+                return False, self.last_error or HsmUnavailable()
         try:
+            if self._faults is not None:
+                self._faults.before_job(self._ops)
             return True, job(self._ops)
         except ObjectMissing as exc:
             if retried:
                 log.error("an HSM object of a key version is missing from the token")
                 return False, exc
+            if inline:
+                return False, _ON_THREAD
             log.info("HSM object not in view; reading the token afresh")
             self._reload()
-            return self._execute(job, retried=True)
+            return self._attempt(job, retried=True)
         except HsmError as exc:
             return False, exc
         except SESSION_LOST as exc:
             log.warning("HSM session lost (%s); will re-open", type(exc).__name__)
-            self._drop_session()
+            self._drop_session(lost=True)
             return False, HsmUnavailable()
         except PKCS11Error as exc:
             return False, translate(exc)
@@ -231,6 +258,8 @@ class HsmThread:
         if credential == self._refused:
             return False
         try:
+            if self._faults is not None:
+                self._faults.before_open()
             self._ops = self._connect()
         except BaseException as exc:
             error = translate(exc)
@@ -239,13 +268,20 @@ class HsmThread:
             log.warning("HSM session could not be opened: %s", type(error).__name__)
             self.last_error = error
             self._ops = None
-            self._healthy = False
+            self._set_healthy(False, lost=False)
             return False
         log.info("HSM session opened")
         self._refused = _NOTHING
         self.last_error = None
         self._healthy = True
+        if self._observer is not None:
+            self._observer.session_opened()
         return True
+
+    def _set_healthy(self, healthy: bool, *, lost: bool) -> None:
+        was, self._healthy = self._healthy, healthy
+        if was and not healthy and self._observer is not None:
+            self._observer.session_closed(lost=lost)
 
     def _reload(self) -> None:
         # Every handle of the old session dies with it, and the new one hands the same numbers
@@ -257,15 +293,17 @@ class HsmThread:
                 return
         ops = self._ops
         self._ops = None
-        try:
-            ops.reinitialize()
-        except Exception:
-            log.debug("HSM library re-initialization failed", exc_info=True)
+        self._set_healthy(False, lost=False)
+        if ops is not None:
+            try:
+                ops.reinitialize()
+            except Exception:
+                log.debug("HSM library re-initialization failed", exc_info=True)
         self._last_attempt = float("-inf")
         self._reconnect()
 
-    def _drop_session(self) -> None:
-        self._healthy = False
+    def _drop_session(self, *, lost: bool) -> None:
+        self._set_healthy(False, lost=lost)
         self._disconnect()
         self._ops = None
         self._last_attempt = float("-inf")

@@ -60,6 +60,10 @@ def open_session(module_path: str, token_label: str, pin: str, attempts: int = 3
     delay = 0.02
     for attempt in range(attempts):
         try:
+            # A no-op unless an earlier re-initialization failed half-way (C_Finalize done,
+            # C_Initialize refused while the token's store was unreadable): the library
+            # would otherwise answer CKR_CRYPTOKI_NOT_INITIALIZED for good.
+            lib.initialize()
             token = lib.get_token(token_label=token_label)
             # MAPPER encodes CKA_ALLOWED_MECHANISMS and the templates keys are generated with.
             try:

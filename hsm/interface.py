@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from hsm.errors import HsmError
+
 T = TypeVar("T")
 
 
@@ -158,6 +160,22 @@ class HsmOps(Protocol):
         message with it (stopping after the first MAC ``until`` accepts), and destroy it
         (also when anything fails). A blob that does not unwrap is ``AuthenticationFailed``
         when the wrap key still unwraps a known-good blob, ``HsmUnavailable`` otherwise."""
+
+
+class HsmObserver(Protocol):
+    """What the runner reports as it works (for metrics). Called on whichever thread ran the
+    job, under the PKCS#11 lock: it must be cheap and must not raise."""
+
+    def job_done(self, error: HsmError | None) -> None:
+        """A job ran; ``error`` is the token's error when it failed there (a job's own
+        exceptions, such as a tag that does not verify in the caller's check, are not)."""
+
+    def session_opened(self) -> None:
+        """A session was opened and logged in (at start, or again after a loss)."""
+
+    def session_closed(self, *, lost: bool) -> None:
+        """The session is gone: ``lost`` when the token or the device dropped it (or a job
+        found it unusable), not when it was closed on purpose or could not be opened."""
 
 
 class JobRunner(Protocol):

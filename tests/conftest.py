@@ -4,9 +4,12 @@ runtime over them, and a real server process for end-to-end tests."""
 from __future__ import annotations
 
 import itertools
+import contextlib
+import functools
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,10 +39,25 @@ def _configure_env(var_dir: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's var dir. With ``VAULT_TEST_DATABASE=postgresql`` (``make test``'s second
+    pass) the session's database, which every in-process vault and every server uses, is a
+    fresh PostgreSQL one instead of SQLite."""
     path = _SESSION_VAR or tmp_path_factory.mktemp("var")
     _configure_env(path)
-    return path
+    backend = os.environ.get("VAULT_TEST_DATABASE", "sqlite")
+    if backend == "sqlite":
+        yield path
+        return
+    if backend != "postgresql":
+        raise pytest.UsageError("VAULT_TEST_DATABASE must be sqlite or postgresql")
+    _require_postgres()
+    name = _pg_create("session")
+    os.environ["VAULT_DATABASE_URL"] = _pg_url(name)
+    try:
+        yield path
+    finally:
+        _pg_drop(name)
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +152,41 @@ class Server:
             headers = {"Authorization": f"Bearer {token}"} if bearer else {"X-Vault-Token": token}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
+    def workers(self) -> list[int]:
+        """The ids of the server's worker processes (its children)."""
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                pids += [int(pid) for pid in (task / "children").read_text().split()]
+        return pids
+
+    def wait_for_workers(self, count: int, timeout: float = 60) -> list[int]:
+        """The worker ids once ``count`` workers run and the server is healthy again."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.workers()
+            if len(pids) == count and self.healthy():
+                return pids
+            time.sleep(0.1)
+        raise AssertionError(f"{count} workers did not come up: {self.workers()}")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v1/sys/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the whole replica, server process first so that nothing respawns a worker:
+        no shutdown code runs anywhere, as when a machine fails."""
+        workers = self.workers()
+        self.proc.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -199,6 +252,9 @@ def token_objects(settings) -> list[dict[str, str]]:  # type: ignore[no-untyped-
 PG_ADMIN_URL = os.environ.get(
     "VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# .ci/run sets this: there, a PostgreSQL that cannot be reached fails the tests that need it
+# instead of skipping them.
+PG_REQUIRED = os.environ.get("VAULT_TEST_REQUIRE_POSTGRES", "") not in ("", "0")
 
 
 def _pg_admin(statement: str) -> None:
@@ -208,17 +264,49 @@ def _pg_admin(statement: str) -> None:
         conn.execute(statement)
 
 
+@functools.cache
+def _pg_reachable() -> bool:
+    try:
+        _pg_admin("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
+def _require_postgres() -> None:
+    if not _pg_reachable():
+        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL} (.ci/run installs and starts it)"
+        if PG_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _pg_create(kind: str) -> str:
+    """A new empty database; its name says which test run made it."""
+    import uuid
+
+    name = f"hsmvault_{kind}_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _pg_drop(name: str) -> None:
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database of its own (the machine's server, trust auth on
     loopback; ``.ci/run`` installs and starts it), dropped afterwards."""
-    import uuid
-
     from vault import store
 
-    name = f"hsmvault_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    _require_postgres()
+    name = _pg_create("test")
+    url = _pg_url(name)
     engine = store.make_engine(url)
     try:
         store.migrate(engine)
@@ -227,7 +315,7 @@ def pg_database() -> Iterator[str]:
     try:
         yield url
     finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg_drop(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -243,3 +331,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     else:
         yield request.getfixturevalue("pg_database")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses a PostgreSQL database of its own carries the ``postgres`` marker,
+    so ``-m 'not postgres'`` leaves them out (``make test``'s PostgreSQL pass does: they ran
+    in the first)."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        callspec = getattr(item, "callspec", None)
+        on_pg = "pg_database" in fixtures or (
+            callspec is not None and callspec.params.get("database_url") == "postgresql"
+        )
+        if on_pg:
+            item.add_marker(pytest.mark.postgres)

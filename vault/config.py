@@ -18,6 +18,21 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(_PREFIX + name, default)
 
 
+def _env_or_file(name: str, default: str) -> str:
+    """``VAULT_<name>``, or the first line of the file ``VAULT_<name>_FILE`` names (a mounted
+    secret: a database URL carries its password)."""
+    path = os.environ.get(f"{_PREFIX}{name}_FILE")
+    if not path:
+        return _env(name, default)
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    except OSError:
+        raise ConfigError(f"cannot read {_PREFIX}{name}_FILE {path}") from None
+    if not value or not value[0].strip():
+        raise ConfigError(f"{_PREFIX}{name}_FILE {path} is empty")
+    return value[0].strip()
+
+
 def _env_int(name: str, default: int) -> int:
     raw = _env(name, str(default))
     try:
@@ -78,6 +93,7 @@ class Settings:
     softhsm_conf: Path
     hsm_timeout: float = 5.0
     db_timeout: float = 5.0
+    worker_stall_timeout: float = 30.0
     lean_dispatch: bool = True
     dev_token_lifetime: int = 24 * 3600
     # Dual control: how long a request for two officers' approvals stays usable.
@@ -88,6 +104,9 @@ class Settings:
     # and keys declared in policies/keys.toml keep the hour whatever it says.
     auto_rotate_interval: float = 60.0
     min_auto_rotate_period: int = 3600
+    # Tests only, never in production: a file whose contents make the HSM fail on demand
+    # (hsm/_faults.py). Unset, no fault can be injected.
+    test_hsm_fault_file: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -131,7 +150,7 @@ def load_settings() -> Settings:
         raise ConfigError(f"{_PREFIX}JWT_ALGORITHMS must be a subset of {sorted(allowed)}")
     return Settings(
         var_dir=var_dir,
-        database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'vault.db'}"),
+        database_url=_env_or_file("DATABASE_URL", f"sqlite:///{var_dir / 'vault.db'}"),
         pkcs11_module=_env("PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
         token_label=_env("TOKEN_LABEL", "hsm-vault"),
         pin_file=Path(_env("PIN_FILE", str(var_dir / "softhsm" / "user.pin"))),
@@ -149,10 +168,12 @@ def load_settings() -> Settings:
         softhsm_conf=Path(_env("SOFTHSM2_CONF", str(var_dir / "softhsm2.conf"))),
         hsm_timeout=_env_seconds("HSM_TIMEOUT", 5.0),
         db_timeout=_env_seconds("DB_TIMEOUT", 5.0),
+        worker_stall_timeout=_env_seconds("WORKER_STALL_TIMEOUT", 30.0),
         lean_dispatch=_env_bool("LEAN_DISPATCH", True),
         approval_ttl=_env_bounded("APPROVAL_TTL", 3600.0, 60.0, 7 * 86400.0),
         auto_rotate_interval=_env_bounded("AUTO_ROTATE_INTERVAL", 60.0, 0.05, 3600.0),
         min_auto_rotate_period=int(
             _env_bounded("TEST_MIN_AUTO_ROTATE_PERIOD", 3600.0, 1.0, 3600.0)
         ),
+        test_hsm_fault_file=_env("TEST_HSM_FAULT_FILE", "") or None,
     )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from hsm import JobRunner
+from hsm import HsmObserver, JobRunner
 from vault.approvals import DualControl
 from vault.auth import Authenticator
 from vault.config import Settings
@@ -38,14 +38,25 @@ from vault.usage import WrapCounter
 log = logging.getLogger("vault")
 
 
-def open_runner(settings: Settings, pin: Callable[[], str] | None = None) -> JobRunner:
+def open_runner(
+    settings: Settings,
+    observer: HsmObserver | None = None,
+    pin: Callable[[], str] | None = None,
+) -> JobRunner:
     """The PKCS#11 runner for the configured module and token (the session opens in the
-    background; the PIN is read from its source each time it does). ``pin``: another
-    credential than the service's (the officers' tool)."""
+    background; the PIN is read from its source each time it does). ``observer`` hears of
+    every job and session (the server's metrics); ``pin``: another credential than the
+    service's (the officers' tool)."""
     import hsm  # noqa: PLC0415 - pkcs11 only in processes that use the HSM
 
     os.environ.setdefault("SOFTHSM2_CONF", str(settings.softhsm_conf))
-    return hsm.connect(settings.pkcs11_module, settings.token_label, pin or settings.user_pin)
+    return hsm.connect(
+        settings.pkcs11_module,
+        settings.token_label,
+        pin or settings.user_pin,
+        observer=observer,
+        fault_file=settings.test_hsm_fault_file,
+    )
 
 
 @dataclass

@@ -48,3 +48,23 @@ def test_health(hsm: Any, url: str, status: int, hsm_state: str, db_state: str) 
     # Load balancers probe with HEAD: the same status, no body.
     assert head.status_code == status
     assert head.content == b""
+
+
+def test_liveness_needs_neither_the_hsm_nor_the_database() -> None:
+    with _client(_DownHsm(), "sqlite:////nonexistent-dir/x.db") as client:
+        live = client.get("/v1/sys/live")
+        head = client.head("/v1/sys/live")
+        health = client.get("/v1/sys/health")
+    assert (live.status_code, live.json()) == (200, {"live": True})
+    assert (head.status_code, head.content) == (200, b"")
+    assert health.status_code == 503
+
+
+def test_a_failing_server_hook_never_stops_a_worker_from_serving() -> None:
+    def broken() -> None:
+        raise OSError("the run dir is not writable")
+
+    vault = SimpleNamespace(hsm=Hsm(FakeHsm()), db=Database.open("sqlite://"), close=lambda: None)
+    app = create_app(load_settings(), lambda _: vault, on_startup=[broken], on_shutdown=[broken])  # type: ignore[arg-type, return-value]
+    with TestClient(app) as client:  # type: ignore[arg-type]
+        assert client.get("/v1/sys/live").status_code == 200

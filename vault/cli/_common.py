@@ -162,7 +162,7 @@ def opened_vault(settings: Settings | None = None) -> Iterator[Vault]:
 
     settings = settings or settings_or_exit()
     try:
-        vault = Vault.open(settings, runner=open_runner(settings, officer_pin(settings)))
+        vault = Vault.open(settings, runner=open_runner(settings, pin=officer_pin(settings)))
     except VaultError as exc:
         raise click.ClickException(str(exc)) from None
     try:

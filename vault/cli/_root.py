@@ -81,7 +81,7 @@ def hsm_objects() -> None:
     from vault.runtime import open_runner  # noqa: PLC0415
 
     settings = settings_or_exit()
-    hsm = Hsm(open_runner(settings, officer_pin(settings)))
+    hsm = Hsm(open_runner(settings, pin=officer_pin(settings)))
     try:
         objects = hsm.run_sync(lambda ops: ops.objects(), fresh=True)
     finally:
