@@ -3,9 +3,9 @@ runtime over them, and a real server process for end-to-end tests."""
 
 from __future__ import annotations
 
-import itertools
 import contextlib
 import functools
+import itertools
 import os
 import re
 import shutil

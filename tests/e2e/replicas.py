@@ -113,3 +113,15 @@ class HotpToken:
 
     def verify(self, client: httpx.Client, counter: int) -> httpx.Response:
         return client.post(f"/v1/otp/verify/{OTP_KEY}", json=self.body(counter))
+
+    def state(self, client: httpx.Client) -> dict[str, Any]:
+        """The seed's ledger (the last accepted counter, failures, lock) as the vault keeps it."""
+        r = client.post(f"/v1/otp/seeds/{OTP_KEY}/state", json={"encrypted_seed": self.blob})
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()["data"]
+        return data
+
+    def unlock(self, client: httpx.Client) -> None:
+        """Clear the failures replays count as (each replay is a failed attempt)."""
+        r = client.post(f"/v1/otp/seeds/{OTP_KEY}/unlock", json={"encrypted_seed": self.blob})
+        assert r.status_code == 200, r.text

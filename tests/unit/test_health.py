@@ -64,7 +64,9 @@ def test_a_failing_server_hook_never_stops_a_worker_from_serving() -> None:
     def broken() -> None:
         raise OSError("the run dir is not writable")
 
-    vault = SimpleNamespace(hsm=Hsm(FakeHsm()), db=Database.open("sqlite://"), close=lambda: None)
+    vault = SimpleNamespace(
+        hsm=Hsm(FakeHsm()), db=Database.open("sqlite://"), close=lambda: None, background=list
+    )
     app = create_app(load_settings(), lambda _: vault, on_startup=[broken], on_shutdown=[broken])  # type: ignore[arg-type, return-value]
     with TestClient(app) as client:  # type: ignore[arg-type]
         assert client.get("/v1/sys/live").status_code == 200
