@@ -11,12 +11,13 @@ from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 
-from api import documents
+from api import documents, metrics
 from api.call import Call
 from api.gate import Gate
 from api.otp import OtpController
 from api.payout import PayoutController
 from api.signing import SigningController
+from api.stages import AuditStage, QuotaStage, SingleUse, Subjects
 from api.system import SystemController
 from api.transit import TransitController
 from vault import VERSION, logs
@@ -64,8 +65,18 @@ def create_app(
 ) -> Gate:
     """The ASGI application of one worker."""
     settings = settings or load_settings()
-    opener = open_vault or Vault.open
-    return Gate(routes(), lambda: opener(settings), max_body=settings.max_body_bytes)
+    opener = open_vault or _open_vault
+    return Gate(
+        routes(),
+        lambda: opener(settings),
+        max_body=settings.max_body_bytes,
+        # In this order: subjects first (the quotas count them), the audit record last.
+        stages=(Subjects(), SingleUse(), QuotaStage(), AuditStage()),
+    )
+
+
+def _open_vault(settings: Settings) -> Vault:
+    return Vault.open(settings, audit_observer=metrics.AUDIT)
 
 
 def create_default_app() -> Gate:

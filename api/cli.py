@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from vault import trust_cli  # noqa: F401 - registers `hsm-vault tokens` and `hsm-vault audit`
 from vault.cli import main, settings_or_exit
 
 

@@ -209,4 +209,6 @@ class OtpController(Controller):
                 session_info=session,
             ),
         )
+        if not result.valid:
+            call.findings += (f"otp.{result.reason}",)
         return ok(_verify_view(result))

@@ -33,6 +33,7 @@ from hsm import HsmOps
 from vault.encoding import b64decode, b64encode
 from vault.envelope import EncryptItem
 from vault.errors import BadRequest, NotFound, VaultError
+from vault.events import Detail, LifecycleEvent
 from vault.keys import Key, validate_name
 from vault.keytypes import key_type
 from vault.runtime import Vault
@@ -189,6 +190,15 @@ def _plaintext(result: bytes | VaultError) -> dict[str, Any]:
     return {"plaintext": b64encode(result)}
 
 
+async def _changed(
+    call: Call, kind: str, name: str, version: int | None = None, **details: Detail
+) -> None:
+    """Put a key change in the audit chain, with the officer service that made it."""
+    vault = call.vault
+    event = LifecycleEvent(kind, call.caller.service.name, name, version, details)
+    await vault.registry.call(vault.events.emit, event)
+
+
 def _used_version(call: Call, results: list[Any]) -> None:
     versions = {r.key_version for r in results if isinstance(r, EncryptedItem)}
     if len(versions) == 1:
@@ -206,7 +216,9 @@ async def _key_or_upsert(call: Call, name: str, type_name: str | None) -> None:
         kind = type_name or "aes256-gcm96"
         if not key_type(kind).encryption:
             raise BadRequest(f"unknown key type {kind}") from None
-        await vault.registry.call(vault.registry.create_sync, name, kind)
+        _, created = await vault.registry.call(vault.registry.create_sync, name, kind)
+        if created:
+            await _changed(call, "key.create", name, 1, type=kind, upsert=True)
 
 
 async def _rewrap_seeds(
@@ -248,12 +260,14 @@ class TransitController(Controller):
         if body.derived or body.convergent_encryption:
             raise BadRequest("derived and convergent keys are not supported")
         validate_name(name)
-        key, _ = await vault.registry.call(
+        key, created = await vault.registry.call(
             vault.registry.create_sync,
             name,
             body.type or "aes256-gcm96",
             body.auto_rotate_period or 0,
         )
+        if created:
+            await _changed(call, "key.create", name, 1, type=key.type.name)
         return ok(await key_view(vault, key))
 
     @get("/keys/{name:str}", opt=route("read"), responses=answers(KeyInfo))
@@ -275,6 +289,7 @@ class TransitController(Controller):
         vault = call.vault
         key = await vault.registry.call(vault.registry.rotate_sync, name)
         call.key_version = key.latest_version
+        await _changed(call, "key.rotate", name, key.latest_version)
         return ok(await key_view(vault, key))
 
     @post("/keys/{name:str}/config", opt=route("config"), responses=answers(KeyInfo))
@@ -293,12 +308,22 @@ class TransitController(Controller):
             deletion_allowed=body.deletion_allowed,
             auto_rotate_period=body.auto_rotate_period,
         )
+        await _changed(
+            call,
+            "key.config",
+            name,
+            min_decryption_version=key.min_decryption_version,
+            min_encryption_version=key.min_encryption_version,
+            deletion_allowed=key.deletion_allowed,
+            auto_rotate_period=key.auto_rotate_period,
+        )
         return ok(await key_view(vault, key))
 
     @delete("/keys/{name:str}", opt=route("delete"), status_code=204)
     async def delete_key(self, call: CallParam, name: FromPath[str]) -> None:
         vault = call.vault
         await vault.registry.call(vault.registry.delete_sync, name)
+        await _changed(call, "key.delete", name)
 
     # -- encryption ------------------------------------------------------------------------
 

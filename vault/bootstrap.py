@@ -23,6 +23,7 @@ from vault.errors import ConfigError
 from vault.policy import load_policies
 
 log = logging.getLogger("vault.bootstrap")
+BOOTSTRAP = "bootstrap"  # the actor of what bootstrap creates
 
 _SOFTHSM_CONF = """\
 # Written by hsm-vault bootstrap (development only).
@@ -194,16 +195,27 @@ def bootstrap(settings: Settings) -> None:
 
 
 def create_declared_keys(settings: Settings) -> list[str]:
+    """The keys the policies declare and the audit's own keys, where missing; each creation
+    goes into the audit chain."""
+    from vault.events import LifecycleEvent  # noqa: PLC0415
     from vault.runtime import Vault  # noqa: PLC0415
 
     vault = Vault.open(settings)
     created = []
     try:
+        for name in vault.audit.keys.ensure_sync():
+            vault.events.emit(LifecycleEvent("audit.key.create", BOOTSTRAP, name))
+            created.append(name)
         for declared in vault.policies.keys.values():
-            _, new = vault.registry.create_sync(
+            key, new = vault.registry.create_sync(
                 declared.name, declared.type, declared.auto_rotate_period
             )
             if new:
+                vault.events.emit(
+                    LifecycleEvent(
+                        "key.create", BOOTSTRAP, declared.name, 1, {"type": key.type.name}
+                    )
+                )
                 created.append(declared.name)
     finally:
         vault.close()

@@ -3,8 +3,10 @@ environment (``VAULT_PIN``, ``VAULT_SO_PIN``) or PIN files, never from the comma
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -90,6 +92,18 @@ def _runtime() -> Vault:
     return Vault.open(settings_or_exit())
 
 
+def officer_identity() -> str:
+    """Who runs a command, for the audit chain: ``VAULT_OFFICER``, else the login name."""
+    return os.environ.get("VAULT_OFFICER") or getpass.getuser()
+
+
+def emit(rt: Vault, kind: str, key: str | None = None, version: int | None = None) -> None:
+    """Put what a command changed into the audit chain, with the officer's identity."""
+    from vault.events import LifecycleEvent  # noqa: PLC0415
+
+    rt.events.emit(LifecycleEvent(kind, officer_identity(), key, version))
+
+
 @keys.command("list")
 def keys_list() -> None:
     """List keys with their versions."""
@@ -114,6 +128,8 @@ def keys_create(name: str, type_name: str) -> None:
     rt = _runtime()
     try:
         _, created = rt.registry.create_sync(name, type_name)
+        if created:
+            emit(rt, "key.create", name, 1)
     except VaultError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -128,6 +144,7 @@ def keys_rotate(name: str) -> None:
     rt = _runtime()
     try:
         key = rt.registry.rotate_sync(name)
+        emit(rt, "key.rotate", name, key.latest_version)
     except VaultError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -16,8 +16,10 @@ ECDH) are HSM jobs in ``vault/partners.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -53,6 +55,24 @@ MAX_COMPACT_CHARS = 4 * 1024 * 1024
 
 class JoseError(BadRequest):
     """A message that does not fit the profile; the text says which rule, never a secret."""
+
+
+class SignatureInvalid(JoseError):
+    """A partner's signature that does not verify (its own class: the audit trail notes it)."""
+
+    def __init__(self) -> None:
+        super().__init__("message signature is not valid")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedJws:
+    """A compact JWS whose signature verified, as evidence: the protected header and the
+    signature as sent, and the SHA-256 of the payload segment (not the payload itself)."""
+
+    payload: bytes
+    protected: str
+    payload_sha256: str
+    signature: str
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -159,6 +179,11 @@ def signing_input(header: dict[str, Any], payload: bytes) -> bytes:
 
 def verify_compact_jws(token: str, public: PublicKey, alg: str) -> bytes:
     """The payload of a compact JWS that ``public`` signed with ``alg``; anything else fails."""
+    return verified_jws(token, public, alg).payload
+
+
+def verified_jws(token: str, public: PublicKey, alg: str) -> VerifiedJws:
+    """A compact JWS that ``public`` signed with ``alg``, with what proves it; else fails."""
     header_b64, payload_b64, signature_b64 = split_compact(token, 3, "JWS")
     header = decode_json(decode_segment(header_b64, "JWS header"), "JWS header")
     check_header(header, "JWS", alg)
@@ -175,10 +200,15 @@ def verify_compact_jws(token: str, public: PublicKey, alg: str) -> bytes:
             pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PS256_SALT_BYTES)
             public.verify(signature, message, pss, hashes.SHA256())
         else:
-            raise JoseError("message signature is not valid")
+            raise SignatureInvalid()
     except (InvalidSignature, ValueError):
-        raise JoseError("message signature is not valid") from None
-    return decode_segment(payload_b64, "JWS payload")
+        raise SignatureInvalid() from None
+    return VerifiedJws(
+        decode_segment(payload_b64, "JWS payload"),
+        header_b64,
+        hashlib.sha256(payload_b64.encode("ascii")).hexdigest(),
+        signature_b64,
+    )
 
 
 # -- JWE -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ replicas). The profile is in ``vault/jose.py``; docs/signing-and-partners.md has
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import secrets
 import time
@@ -66,6 +67,8 @@ class OpenedMessage:
     payload_b64: bytes | None
     message_id: str
     issued_at: int
+    # Non-repudiation: the partner's verified signature, kept in the audit chain.
+    evidence: jose.VerifiedJws | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,10 +248,10 @@ class PartnerMessages:
             jws = inner.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("message is not a compact JWS") from None
-        claims = jose.decode_json(
-            jose.verify_compact_jws(jws, keys.signature, keys.signature_alg), "message claims"
-        )
-        return await self._accept(partner, claims)
+        verified = jose.verified_jws(jws, keys.signature, keys.signature_alg)
+        claims = jose.decode_json(verified.payload, "message claims")
+        opened = await self._accept(partner, claims)
+        return dataclasses.replace(opened, evidence=verified)
 
     async def _accept(self, partner: Partner, claims: dict[str, Any]) -> OpenedMessage:
         if claims.get("iss") != partner.partner_id:

@@ -3,6 +3,7 @@ a valid token is verified once and then served from the cache until it expires."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,9 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from vault.auth import Authenticator
+from vault.auth import ANYWHERE, Authenticator, Peer, Principal
 from vault.errors import Unauthorized
 from vault.policy import Policies, load_policies
+from vault.store import Database, make_engine, migrate
+from vault.store.tokens import RevocationStore
+from vault.tokens import RevocationList
 
 AUDIENCE = "hsm-vault"
 MAX_LIFETIME = 3600
@@ -71,14 +75,29 @@ def policies(tmp_path: Path) -> Policies:
 
 
 @pytest.fixture
-def auth(policies: Policies) -> Authenticator:
-    return Authenticator(
-        policies,
-        audience=AUDIENCE,
-        algorithms=("EdDSA", "ES256"),
-        max_lifetime=MAX_LIFETIME,
-        leeway=LEEWAY,
-    )
+def revocations(tmp_path: Path) -> RevocationList:
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    migrate(make_engine(url))
+    return RevocationList(RevocationStore(Database.open(url)))
+
+
+def make_auth(policies: Policies, revocations: RevocationList, **changes: Any) -> Authenticator:
+    options: dict[str, Any] = {
+        "audience": AUDIENCE,
+        "algorithms": ("EdDSA", "ES256"),
+        "max_lifetime": MAX_LIFETIME,
+        "leeway": LEEWAY,
+    }
+    return Authenticator(policies, revocations=revocations, **(options | changes))
+
+
+@pytest.fixture
+def auth(policies: Policies, revocations: RevocationList) -> Authenticator:
+    return make_auth(policies, revocations)
+
+
+def authenticate(auth: Authenticator, presented: str | None, peer: Peer = ANYWHERE) -> Principal:
+    return asyncio.run(auth.authenticate(presented, peer))
 
 
 _DROP = object()
@@ -116,7 +135,7 @@ def forge(header: dict[str, Any], body: dict[str, Any], sign: Callable[[bytes], 
 
 def refused(auth: Authenticator, presented: str | None) -> str:
     with pytest.raises(Unauthorized) as caught:
-        auth.authenticate(presented)
+        authenticate(auth, presented)
     if presented:
         digest = hashlib.sha256(presented.encode()).digest()
         assert digest not in auth._cache, "a refused token must never be cached"
@@ -200,11 +219,15 @@ def test_es256_service_refuses_eddsa_and_eddsa_service_refuses_es256(auth: Authe
     refused(auth, token(claims("alpha"), GAMMA, "ES256"))
 
 
-def test_kid_for_a_key_that_does_not_exist_is_ignored(auth: Authenticator) -> None:
-    """We use no kid: the token is judged by the key of the service it names, whatever kid says."""
+def test_kid_for_a_key_that_does_not_exist_is_refused(auth: Authenticator) -> None:
+    """A kid must name one of the service's keys: even a genuine signature under an unknown
+    kid is refused, and an attacker's key is refused whatever kid it claims."""
     headers = {"kid": "attacker-key-2024"}
+    assert "unknown key id" in refused(auth, token(claims(), ALPHA, headers=headers))
     refused(auth, token(claims(), ATTACKER_ED, headers=headers))
-    assert auth.authenticate(token(claims(), ALPHA, headers=headers)).service.name == "alpha"
+    own = auth._policies.services["alpha"].keys[0].kid
+    assert authenticate(auth, token(claims(), ALPHA, headers={"kid": own})).service.name == "alpha"
+    refused(auth, token(claims(), ATTACKER_ED, headers={"kid": own}))
 
 
 @pytest.mark.parametrize("field", ["jwk", "jku", "x5u"])
@@ -233,7 +256,7 @@ def test_signature_of_another_token(auth: Authenticator) -> None:
 
 def test_es256_with_a_bit_flipped(auth: Authenticator) -> None:
     good = forge({"alg": "ES256", "typ": "JWT"}, claims("gamma"), lambda d: es256_raw(GAMMA, d))
-    assert auth.authenticate(good).service.name == "gamma"
+    assert authenticate(auth, good).service.name == "gamma"
     head, body, signature = good.split(".")
     raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
     raw[10] ^= 1
@@ -270,7 +293,7 @@ def test_lifetime_over_the_maximum(auth: Authenticator) -> None:
     # Backdating iat to stay fresh-looking does not help either.
     refused(auth, token(claims(iat=now - MAX_LIFETIME, exp=now + 60)))
     # Exactly the maximum is fine.
-    assert auth.authenticate(token(claims(iat=now, exp=now + MAX_LIFETIME)))
+    assert authenticate(auth, token(claims(iat=now, exp=now + MAX_LIFETIME)))
 
 
 def test_issued_in_the_future(auth: Authenticator) -> None:
@@ -307,21 +330,19 @@ def test_unsupported_critical_header(auth: Authenticator) -> None:
     refused(auth, token(headers={"crit": ["urn:example:must-understand"]}))
 
 
-def test_algorithm_not_configured(policies: Policies) -> None:
-    only_es256 = Authenticator(
-        policies, audience=AUDIENCE, algorithms=("ES256",), max_lifetime=MAX_LIFETIME, leeway=LEEWAY
-    )
+def test_algorithm_not_configured(policies: Policies, revocations: RevocationList) -> None:
+    only_es256 = make_auth(policies, revocations, algorithms=("ES256",))
     refused(only_es256, token(claims("alpha"), ALPHA))
-    assert only_es256.authenticate(token(claims("gamma"), GAMMA, "ES256")).service.name == "gamma"
+    assert authenticate(only_es256, token(claims("gamma"), GAMMA, "ES256")).service.name == "gamma"
 
 
-def test_other_audience_when_configured(policies: Policies) -> None:
-    custom = Authenticator(
-        policies, audience="vault-eu", algorithms=("EdDSA",), max_lifetime=60, leeway=0
+def test_other_audience_when_configured(policies: Policies, revocations: RevocationList) -> None:
+    custom = make_auth(
+        policies, revocations, audience="vault-eu", algorithms=("EdDSA",), max_lifetime=60, leeway=0
     )
     refused(custom, token())
     now = int(time.time())
-    assert custom.authenticate(token(claims(aud="vault-eu", exp=now + 60)))
+    assert authenticate(custom, token(claims(aud="vault-eu", exp=now + 60)))
 
 
 # -- valid tokens and the cache -----------------------------------------------------------
@@ -329,37 +350,37 @@ def test_other_audience_when_configured(policies: Policies) -> None:
 
 def test_valid_tokens(auth: Authenticator) -> None:
     body = claims("alpha")
-    principal = auth.authenticate(token(body))
+    principal = authenticate(auth, token(body))
     assert principal.service.name == "alpha"
     assert principal.token_id == body["jti"]
     assert principal.expires_at == body["exp"]
-    assert auth.authenticate(token(claims("gamma"), GAMMA, "ES256")).service.name == "gamma"
-    assert auth.authenticate(token(claims("beta"), BETA)).service.name == "beta"
+    assert authenticate(auth, token(claims("gamma"), GAMMA, "ES256")).service.name == "gamma"
+    assert authenticate(auth, token(claims("beta"), BETA)).service.name == "beta"
 
 
 def test_expired_within_leeway_is_still_accepted(auth: Authenticator) -> None:
     now = int(time.time())
-    assert auth.authenticate(token(claims(iat=now - 100, exp=now - LEEWAY + 10)))
+    assert authenticate(auth, token(claims(iat=now - 100, exp=now - LEEWAY + 10)))
 
 
 def test_a_valid_token_is_verified_once_then_cached(auth: Authenticator) -> None:
     presented = token()
-    first = auth.authenticate(presented)
+    first = authenticate(auth, presented)
     assert auth._cache == {hashlib.sha256(presented.encode()).digest(): first}
     # Take every service away: re-verifying would now fail, so success proves the cache.
     auth._policies = Policies()
-    assert auth.authenticate(presented) is first
+    assert authenticate(auth, presented) is first
     refused_fresh = token()
     with pytest.raises(Unauthorized):
-        auth.authenticate(refused_fresh)
+        authenticate(auth, refused_fresh)
 
 
 def test_a_cached_token_is_verified_again_once_it_expires(auth: Authenticator) -> None:
     presented = token()
     digest = hashlib.sha256(presented.encode()).digest()
-    first = auth.authenticate(presented)
+    first = authenticate(auth, presented)
     auth._cache[digest] = replace(first, expires_at=time.time() - 1)
-    again = auth.authenticate(presented)
+    again = authenticate(auth, presented)
     assert again is not first
     assert again == first  # verified afresh, same claims
     assert auth._cache[digest] is again
@@ -367,5 +388,5 @@ def test_a_cached_token_is_verified_again_once_it_expires(auth: Authenticator) -
     auth._cache[digest] = replace(first, expires_at=time.time() - 1)
     auth._policies = Policies()
     with pytest.raises(Unauthorized):
-        auth.authenticate(presented)
+        authenticate(auth, presented)
     assert digest not in auth._cache

@@ -18,7 +18,7 @@ from vault.errors import BadRequest, InvalidCiphertext
 from vault.hsm import Hsm
 from vault.keys import Key
 from vault.otp import seeds
-from vault.otp._errors import OtpInputError
+from vault.otp._errors import OtpBindingMismatch, OtpInputError
 from vault.otp._ocra import OcraSuite
 from vault.otp._plan import (
     ALGORITHMS,
@@ -227,7 +227,7 @@ class OtpService:
                 name,
                 blob.seed_id.hex(),
             )
-            raise BadRequest("encrypted_seed is bound to another token_serial, app_id or dfp_hash")
+            raise OtpBindingMismatch()
         params = blob.params
         now = self.clock()
         window = DEFAULT_WINDOW[params.kind] if request.window is None else request.window

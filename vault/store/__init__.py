@@ -12,7 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -104,6 +105,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def upsert(self, table: Table) -> Any:
+        """An INSERT that can take ``ON CONFLICT ... DO UPDATE`` (PostgreSQL and SQLite
+        spell it alike; SQLAlchemy has one construct per dialect)."""
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        return dialect.insert(table)
 
 
 class Prepared:

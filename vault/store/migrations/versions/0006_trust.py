@@ -1,0 +1,100 @@
+"""Service tokens (single use, revocation), quotas, and the audit chain.
+
+Revision ID: 0006
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+_ZERO_HASH = bytes(32)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "used_tokens",
+        sa.Column("service", sa.String(128), primary_key=True),
+        sa.Column("jti", sa.String(256), primary_key=True),
+        sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    )
+    op.create_table(
+        "token_revocations",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("service", sa.String(128), nullable=False),
+        sa.Column("jti", sa.String(256), nullable=True),
+        sa.Column("issued_before", sa.Float, nullable=True),
+        sa.Column("expires_at", sa.Float, nullable=False, index=True),
+        sa.Column("revoked_at", sa.Float, nullable=False),
+        sa.Column("actor", sa.String(256), nullable=False),
+    )
+    generation = op.create_table(
+        "revocation_generation",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("generation", sa.BigInteger, nullable=False),
+    )
+    op.bulk_insert(generation, [{"id": 1, "generation": 0}])
+    op.create_table(
+        "quota_counters",
+        sa.Column("rule", sa.String(128), primary_key=True),
+        sa.Column("scope", sa.String(128), primary_key=True),
+        sa.Column("window_start", sa.Float, nullable=False),
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    )
+    op.create_table(
+        "quota_windows",
+        sa.Column("rule", sa.String(128), primary_key=True),
+        sa.Column("scope", sa.String(128), primary_key=True),
+        sa.Column("stamps", sa.LargeBinary, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    )
+    head = op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    )
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": _ZERO_HASH}])
+    op.create_table(
+        "audit_records",
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("at", sa.Float, nullable=False, index=True),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    )
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("prev_seq", sa.BigInteger, nullable=False, unique=True),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("signature", sa.LargeBinary, nullable=False),
+    )
+    op.create_table(
+        "audit_counts",
+        sa.Column("key", sa.String(128), primary_key=True),
+        sa.Column("operation", sa.String(64), primary_key=True),
+        sa.Column("count", sa.BigInteger, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    for table in (
+        "audit_counts",
+        "audit_checkpoints",
+        "audit_records",
+        "audit_head",
+        "quota_windows",
+        "quota_counters",
+        "revocation_generation",
+        "token_revocations",
+        "used_tokens",
+    ):
+        op.drop_table(table)
