@@ -132,7 +132,9 @@ def server(settings) -> Iterator[Server]:  # type: ignore[no-untyped-def]
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 
-PG_ADMIN_URL = os.environ.get("VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "VAULT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _pg_admin(statement: str) -> None:

@@ -162,8 +162,8 @@ def audit_verify(export_dir: Path | None, public_key: Path | None, strict: bool)
                 pinned = loaded
             head = store.head()
             report = verify(
-                store.chain(head.seq),
-                store.checkpoints(through=head.seq),
+                store.chain(),
+                store.checkpoints(),
                 {SIGNING_KEY: pinned},
                 head,
             )

@@ -47,7 +47,7 @@ class AuditKeys:
             made = []
             for name, key_id, spec in _KEYS:
                 if key_id not in present:
-                    ops.generate(spec, key_id, f"vault-audit:{name}")
+                    ops.generate(spec, key_id, f"vault:{name}")
                     made.append(name)
             return made
 

@@ -156,6 +156,7 @@ def verify(
     last_signed = 0
     counts: dict[tuple[str, str], int] = {}
     pruned_through: int | None = None
+    placed = (0, 0)  # the previous record's (row number - own number, own number)
     for rec in records:
         report.records += 1
         if expected is None:
@@ -190,16 +191,11 @@ def verify(
         except msgspec.DecodeError:
             found.append(Finding("record", rec.seq, "edited", "unreadable (edited)"))
             body = None
-        if body is not None and body.seq != rec.seq:
-            found.append(
-                Finding(
-                    "record",
-                    rec.seq,
-                    "reordered",
-                    f"holds the body of record {body.seq} (records reordered, or one "
-                    "inserted or removed before it and the rest renumbered)",
-                )
-            )
+        if body is not None:
+            place = _place(rec.seq, body.seq, placed)
+            if place is not None:
+                found.append(place)
+            placed = (rec.seq - body.seq, body.seq)
         if (
             rec.hash is not None
             and stored_prev is not None
@@ -262,6 +258,28 @@ def verify(
             )
         )
     return report
+
+
+def _place(seq: int, own: int, placed: tuple[int, int]) -> Finding | None:
+    """A record whose body names another number is out of place. Reported where the shift
+    starts (records after an insertion all move by one: that is one finding, not many)."""
+    shift, previous = seq - own, placed[1]
+    if shift == 0 or (shift == placed[0] and own == previous + 1):
+        return None
+    if own == previous:
+        return Finding(
+            "record",
+            seq,
+            "inserted",
+            f"holds record {own} like the record before it: a record was inserted before it "
+            "and the rest renumbered",
+        )
+    return Finding(
+        "record",
+        seq,
+        "reordered",
+        f"holds the body of record {own} (records reordered, or removed and the rest renumbered)",
+    )
 
 
 def _prune_mark(body: object, current: int | None) -> int | None:

@@ -196,8 +196,8 @@ class AuditStore:
 
         return self.db.run_sync(query)
 
-    def chain(self, through: int, page: int = 10_000) -> Iterator[StoredRecord]:
-        """Every record up to ``through``, in order, read a page at a time."""
+    def chain(self, through: int | None = None, page: int = 10_000) -> Iterator[StoredRecord]:
+        """Every record (up to ``through``), in order, read a page at a time."""
         after = 0
         while found := self.records(after, page, through=through):
             yield from found
