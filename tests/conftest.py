@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -72,12 +73,20 @@ def mint(settings, service: str, lifetime: int = 600) -> str:  # type: ignore[no
 
 
 class Server:
-    """A real ``hsm-vault serve`` process on a free loopback port."""
+    """A real ``hsm-vault serve`` process on a free loopback port. ``tls``: httpx's ``verify``
+    and ``cert`` arguments for a server started with ``VAULT_TLS_*`` (then over https)."""
 
-    def __init__(self, settings, workers: int = 1, env: dict[str, str] | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        settings,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        tls: dict[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls or {}
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         full_env = dict(os.environ)
         full_env["VAULT_LISTEN"] = f"127.0.0.1:{self.port}"
         full_env.update(env or {})
@@ -94,7 +103,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.read_log()}")
             try:
-                if httpx.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/v1/sys/health", timeout=1, **self.tls).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -110,7 +119,7 @@ class Server:
         if service is not None:
             token = mint(self.settings, service)
             headers = {"Authorization": f"Bearer {token}"} if bearer else {"X-Vault-Token": token}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **self.tls)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -135,7 +135,8 @@ def test_records_carry_running_counts_per_key_and_operation(chain: AuditChain) -
         (6, "a", 4),
         (7, "a", None),
     ]
-    assert bodies[-1]["event"] == "key.rotate" and bodies[-1]["actor"] == "officer-1"
+    assert bodies[-1]["event"] == "key.rotate"
+    assert bodies[-1]["actor"] == "officer-1"
     # A count that does not follow is found (here: one record of a/encrypt forged in place).
     body, _ = row(chain, 6)
     sql(
@@ -164,7 +165,8 @@ def test_concurrent_appends_keep_one_order_and_share_commits(chain: AuditChain) 
     asyncio.run(many())
     seqs = [r.seq for r in chain.store.chain(1000)]
     assert seqs == list(range(1, 301))
-    assert sum(batches) == 300 and len(batches) < 300  # group commit
+    assert sum(batches) == 300
+    assert len(batches) < 300
     assert chain.checkpoint_sync() == 300
     assert check(chain).findings == []
 
@@ -291,7 +293,8 @@ def test_a_forged_checkpoint(signed: AuditChain) -> None:
     )
     sql(
         signed,
-        "INSERT INTO audit_checkpoints (seq, prev_seq, at, body, signature) VALUES (25, 21, 1.0, :b, :s)",
+        "INSERT INTO audit_checkpoints (seq, prev_seq, at, body, signature) "
+        "VALUES (25, 21, 1.0, :b, :s)",
         b=body,
         s=b"\x30\x06\x02\x01\x01\x02\x01\x01",
     )
@@ -331,20 +334,21 @@ def test_checkpoints_reordered(signed: AuditChain) -> None:
 def test_pruning_leaves_a_signed_anchor(chain: AuditChain) -> None:
     day = 86400.0
     now = 1_800_000_000.0
-    chain._clock = lambda: now - 400 * day  # noqa: SLF001 - checkpoints signed long ago
+    chain._clock = lambda: now - 400 * day
     fill(chain, 10)
     assert chain.checkpoint_sync() == 10
     fill(chain, 10, 10)
     assert chain.checkpoint_sync() == 20
-    chain._clock = lambda: now  # noqa: SLF001
+    chain._clock = lambda: now
     fill(chain, 5, 20)
     assert chain.checkpoint_sync() == 25
     pruned = chain.prune("officer-1", now=now)
-    assert pruned is not None and (pruned.through, pruned.seq) == (20, 26)
+    assert pruned is not None
+    assert (pruned.through, pruned.seq) == (20, 26)
     assert chain.store.first_seq() == 21
     assert chain.checkpoint_sync() == 26
     report = check(chain)
-    assert report.ok and report.findings == [], report.findings
+    assert report.findings == [], report.findings
     assert report.first_seq == 21
     assert chain.prune("officer-1", now=now) is None  # nothing older left
     # Removing more than the prune did shows.
@@ -415,7 +419,8 @@ def test_an_export_verifies_offline_and_tampering_does_not(
                 text=True,
                 check=False,
             )
-            assert checked.returncode == 0 and "Verified OK" in checked.stdout, checked
+            assert checked.returncode == 0, checked
+            assert "Verified OK" in checked.stdout
 
     # One record edited in the export: the script and the vault's verifier both say where.
     lines = (out / "records.jsonl").read_bytes().splitlines(keepends=True)
@@ -436,7 +441,8 @@ def test_an_export_verifies_offline_and_tampering_does_not(
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     ran = run_script(script, out, str(other))
-    assert ran.returncode == 1 and "checkpoint 10: the signature does not verify" in ran.stdout
+    assert ran.returncode == 1
+    assert "checkpoint 10: the signature does not verify" in ran.stdout
 
 
 def test_two_processes_checkpointing_at_once_extend_the_chain_once(
