@@ -390,3 +390,135 @@ def test_a_cached_token_is_verified_again_once_it_expires(auth: Authenticator) -
     with pytest.raises(Unauthorized):
         authenticate(auth, presented)
     assert digest not in auth._cache
+
+
+# -- several keys, allowlists, mutual TLS, revocation --------------------------------------
+
+ROLLED = ed25519.Ed25519PrivateKey.generate()  # alpha's next key
+
+
+def trusting_policies(tmp_path: Path) -> Policies:
+    directory = tmp_path / "trust-policies"
+    directory.mkdir()
+    (directory / "services.toml").write_text(
+        "[services.alpha]\n"
+        f'public_keys = ["""{public_pem(ALPHA).decode()}""", '
+        f'{{ pem = """{public_pem(ROLLED).decode()}""", kid = "next" }}]\n'
+        'allow_from = ["10.0.0.0/8"]\n'
+        "client_cert_required = false\n"
+        "[services.beta]\n"
+        f'public_key = """{public_pem(BETA).decode()}"""\n'
+        "client_cert_required = true\n"
+    )
+    return load_policies(directory, tmp_path)
+
+
+@pytest.fixture
+def trusting(tmp_path: Path, revocations: RevocationList) -> Authenticator:
+    return make_auth(trusting_policies(tmp_path), revocations)
+
+
+INSIDE, OUTSIDE = Peer("10.1.2.3"), Peer("192.0.2.1")
+
+
+def test_a_service_rolls_its_key_over(trusting: Authenticator) -> None:
+    assert authenticate(trusting, token(claims(), ALPHA), INSIDE).service.name == "alpha"
+    assert authenticate(trusting, token(claims(), ROLLED), INSIDE).service.name == "alpha"
+    assert authenticate(trusting, token(claims(), ROLLED, headers={"kid": "next"}), INSIDE)
+    # The kid names the key: a right signature under the other kid is refused.
+    with pytest.raises(Unauthorized):
+        authenticate(trusting, token(claims(), ALPHA, headers={"kid": "next"}), INSIDE)
+
+
+def test_the_source_address_is_checked_before_any_signature_work(
+    trusting: Authenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = token(claims(), ALPHA)
+    checked: list[str] = []
+    original = jwt.decode
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("options", {}).get("verify_signature"):
+            checked.append("signature")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", spy)
+    with pytest.raises(Unauthorized) as caught:
+        authenticate(trusting, good, OUTSIDE)
+    assert "source address" in str(caught.value)
+    assert caught.value.service == "alpha"
+    assert checked == []
+    assert authenticate(trusting, good, INSIDE)
+    assert checked == ["signature"]
+    # Once verified and cached, the address still counts on every request.
+    with pytest.raises(Unauthorized):
+        authenticate(trusting, good, OUTSIDE)
+
+
+CERT_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def certificate(cn: str) -> str:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(CERT_KEY.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(CERT_KEY, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_client_certificate_must_name_the_tokens_service(trusting: Authenticator) -> None:
+    beta = token(claims("beta"), BETA)
+    assert authenticate(trusting, beta, Peer("", certificate("beta"))).service.name == "beta"
+    for peer in (Peer("", certificate("alpha")), Peer("", "not a certificate"), Peer("")):
+        with pytest.raises(Unauthorized) as caught:
+            authenticate(trusting, beta, peer)
+        assert "client certificate" in str(caught.value)
+
+
+def test_a_jti_too_long_for_the_ledgers_is_refused(auth: Authenticator) -> None:
+    assert "jti longer" in refused(auth, token(claims(jti="j" * 257)))
+
+
+def test_revocation_reaches_cached_tokens(auth: Authenticator, revocations: RevocationList) -> None:
+    from vault.tokens import Revoker
+
+    presented = token()
+    principal = authenticate(auth, presented)
+    revoker = Revoker(revocations.store, MAX_LIFETIME, LEEWAY)
+    revoker.revoke_token("alpha", principal.token_id, "officer")
+    revocations._read_at = -1e9
+    with pytest.raises(Unauthorized) as caught:
+        authenticate(auth, presented)
+    assert "revoked" in str(caught.value)
+    # Every token of beta issued before now, however it was signed, and none after.
+    beta_old = token(claims("beta", iat=int(time.time()) - 10), BETA)
+    revoker.revoke_service("beta", time.time() - 5, "officer", lambda action, target: True)
+    revocations._read_at = -1e9
+    with pytest.raises(Unauthorized):
+        authenticate(auth, beta_old)
+    assert authenticate(auth, token(claims("beta"), BETA)).service.name == "beta"
+
+
+def test_a_stale_revocation_list_fails_closed(
+    auth: Authenticator, revocations: RevocationList
+) -> None:
+    from vault.errors import StoreUnavailable
+
+    assert authenticate(auth, token())  # read once
+    revocations.store = RevocationStore(Database.open("sqlite:////nonexistent-dir/x.db"))
+    revocations._read_at = -1e9  # and not again for longer than max_stale
+    with pytest.raises(StoreUnavailable):
+        authenticate(auth, token())
