@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import BindParameter, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from vault.audit.records import Record, encode, link
-from vault.store import Database
+from vault.store import Database, Prepared
 from vault.store.tables import audit_checkpoints, audit_counts, audit_head, audit_records
 
 
@@ -50,46 +50,78 @@ class AuditStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        engine = db.engine
+        head, counts = audit_head.c, audit_counts.c
+        # The append's statements, compiled once (they run for every batch of requests).
+        self._take = Prepared(
+            update(audit_head)
+            .where(head.id == 1)
+            .values(seq=head.seq + bindparam("b_n"))
+            .returning(head.seq, head.hash),
+            engine,
+        )
+        count = db.upsert(audit_counts).values(
+            key=bindparam("b_key"), operation=bindparam("b_op"), count=bindparam("b_n")
+        )
+        self._count = Prepared(
+            count.on_conflict_do_update(
+                index_elements=[counts.key, counts.operation],
+                set_={"count": counts.count + count.excluded.count},
+            ).returning(counts.count),
+            engine,
+        )
+        self._insert = Prepared(
+            insert(audit_records).values(
+                seq=bindparam("b_seq"),
+                at=bindparam("b_at"),
+                body=bindparam("b_body"),
+                hash=bindparam("b_hash"),
+            ),
+            engine,
+        )
+        self._move = Prepared(
+            update(audit_head).where(head.id == 1).values(hash=bindparam("b_hash")), engine
+        )
+        through: BindParameter[int] = bindparam("b_through")
+        self._prune = (
+            Prepared(delete(audit_records).where(audit_records.c.seq <= through), engine),
+            Prepared(delete(audit_checkpoints).where(audit_checkpoints.c.seq < through), engine),
+        )
 
     def append(self, drafts: Sequence[Draft], prune_through: int | None = None) -> int:
         """Give ``drafts`` the next sequence numbers, chain and store them; the last number.
         ``prune_through``: first delete records up to it (and checkpoints before it)."""
-        return self.db.run_sync(lambda: self._append(drafts, prune_through))
+        return self.db.raw_transaction(lambda cur: self._append(cur, drafts, prune_through))
 
-    def _append(self, drafts: Sequence[Draft], prune_through: int | None) -> int:
+    def _append(self, cur: Any, drafts: Sequence[Draft], prune_through: int | None) -> int:
         n = len(drafts)
-        head = audit_head.c
-        with self.db.engine.begin() as conn:
-            end, previous = conn.execute(
-                update(audit_head)
-                .where(head.id == 1)
-                .values(seq=head.seq + n)
-                .returning(head.seq, head.hash)
-            ).one()
-            if prune_through is not None:
-                conn.execute(delete(audit_records).where(audit_records.c.seq <= prune_through))
-                conn.execute(
-                    delete(audit_checkpoints).where(audit_checkpoints.c.seq < prune_through)
+        cur.execute(self._take.sql, self._take.params({"b_n": n}))
+        end, previous = cur.fetchone()
+        if prune_through is not None:
+            for prune in self._prune:
+                cur.execute(prune.sql, prune.params({"b_through": prune_through}))
+        counts = self._counts(cur, drafts)
+        previous = bytes(previous)
+        rows = []
+        for i, (draft, at) in enumerate(drafts):
+            pair = (draft.key, draft.operation)
+            count = None
+            if pair in counts:
+                counts[pair] += 1
+                count = counts[pair]
+            seq = end - n + 1 + i
+            body = encode(msgspec.structs.replace(draft, seq=seq, count=count))
+            previous = link(previous, body)
+            rows.append(
+                self._insert.params(
+                    {"b_seq": seq, "b_at": at, "b_body": body.decode(), "b_hash": previous}
                 )
-            counts = self._counts(conn, drafts)
-            previous = bytes(previous)
-            rows = []
-            for i, (draft, at) in enumerate(drafts):
-                pair = (draft.key, draft.operation)
-                count = None
-                if pair in counts:
-                    counts[pair] += 1
-                    count = counts[pair]
-                body = encode(msgspec.structs.replace(draft, seq=end - n + 1 + i, count=count))
-                previous = link(previous, body)
-                rows.append(
-                    {"seq": end - n + 1 + i, "at": at, "body": body.decode(), "hash": previous}
-                )
-            conn.execute(insert(audit_records), rows)
-            conn.execute(update(audit_head).where(head.id == 1).values(hash=previous))
+            )
+        cur.executemany(self._insert.sql, rows)
+        cur.execute(self._move.sql, self._move.params({"b_hash": previous}))
         return int(end)
 
-    def _counts(self, conn: Connection, drafts: Sequence[Draft]) -> dict[tuple[str, str], int]:
+    def _counts(self, cur: Any, drafts: Sequence[Draft]) -> dict[tuple[str, str], int]:
         """Add the batch's requests to the running counts; per key and operation, the count
         before the batch."""
         added: dict[tuple[str, str], int] = {}
@@ -99,13 +131,10 @@ class AuditStore:
                 added[pair] = added.get(pair, 0) + 1
         before = {}
         for (key, operation), n in sorted(added.items()):
-            stmt = self.db.upsert(audit_counts).values(key=key, operation=operation, count=n)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[audit_counts.c.key, audit_counts.c.operation],
-                set_={"count": audit_counts.c.count + stmt.excluded.count},
-            ).returning(audit_counts.c.count)
-            total = conn.execute(stmt).scalar_one()
-            before[(key, operation)] = int(total) - n
+            cur.execute(
+                self._count.sql, self._count.params({"b_key": key, "b_op": operation, "b_n": n})
+            )
+            before[(key, operation)] = int(cur.fetchone()[0]) - n
         return before
 
     def head(self) -> Head:
