@@ -118,9 +118,9 @@ class AuditChain:
                 del self._queued[: len(batch)]
                 started = time.perf_counter()
                 try:
-                    await self.store.db.run(
-                        functools.partial(self.store.append, [d for d, _ in batch])
-                    )
+                    drafts = [d for d, _ in batch]
+                    if self.store.append_now(drafts) is None:
+                        await self.store.db.run(functools.partial(self.store.append, drafts))
                 except Exception as exc:
                     log.error("audit records could not be written: %s", type(exc).__name__)
                     self._observe_flush(len(batch), started, ok=False)

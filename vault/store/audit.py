@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from vault.audit.records import Record, encode, link
 from vault.store import Database, Prepared
 from vault.store.tables import audit_checkpoints, audit_counts, audit_head, audit_records
+from vault.store.writer import Busy, SqliteWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class AuditStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._writer = SqliteWriter(db) if db.dialect == "sqlite" else None
         engine = db.engine
         head, counts = audit_head.c, audit_counts.c
         # The append's statements, compiled once (they run for every batch of requests).
@@ -91,7 +93,23 @@ class AuditStore:
     def append(self, drafts: Sequence[Draft], prune_through: int | None = None) -> int:
         """Give ``drafts`` the next sequence numbers, chain and store them; the last number.
         ``prune_through``: first delete records up to it (and checkpoints before it)."""
-        return self.db.raw_transaction(lambda cur: self._append(cur, drafts, prune_through))
+
+        def body(cur: Any) -> int:
+            return self._append(cur, drafts, prune_through)
+
+        if self._writer is not None:
+            return self._writer.run(body)
+        return self.db.raw_transaction(body)
+
+    def append_now(self, drafts: Sequence[Draft]) -> int | None:
+        """``append`` in the caller's thread if that means no waiting (a local SQLite file
+        whose lock is free: cheaper than a thread hop); else ``None``."""
+        if self._writer is None:
+            return None
+        try:
+            return self._writer.try_run(lambda cur: self._append(cur, drafts, None))
+        except Busy:
+            return None
 
     def _append(self, cur: Any, drafts: Sequence[Draft], prune_through: int | None) -> int:
         n = len(drafts)

@@ -148,7 +148,7 @@ audit_records = Table(
     "audit_records",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("at", Float, nullable=False, index=True),
+    Column("at", Float, nullable=False),
     Column("body", Text, nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
 )

@@ -65,7 +65,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_records",
         sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("at", sa.Float, nullable=False, index=True),
+        sa.Column("at", sa.Float, nullable=False),
         sa.Column("body", sa.Text, nullable=False),
         sa.Column("hash", sa.LargeBinary(32), nullable=False),
     )
