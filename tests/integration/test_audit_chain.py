@@ -41,6 +41,7 @@ def chain(database_url: str, runtime) -> Iterator[AuditChain]:  # type: ignore[n
         AuditSettings(checkpoint_records=10_000, checkpoint_seconds=3600),
     )
     yield made
+    made.store.close()
     db.dispose()
 
 

@@ -118,9 +118,7 @@ class AuditChain:
                 del self._queued[: len(batch)]
                 started = time.perf_counter()
                 try:
-                    drafts = [d for d, _ in batch]
-                    if self.store.append_now(drafts) is None:
-                        await self.store.db.run(functools.partial(self.store.append, drafts))
+                    await self.store.append_async([d for d, _ in batch])
                 except Exception as exc:
                     log.error("audit records could not be written: %s", type(exc).__name__)
                     self._observe_flush(len(batch), started, ok=False)
@@ -265,3 +263,4 @@ class AuditChain:
                 self.checkpoint_sync()
             except Exception as exc:
                 log.warning("final audit checkpoint failed: %s", type(exc).__name__)
+        self.store.close()

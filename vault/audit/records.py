@@ -48,10 +48,12 @@ class Record(msgspec.Struct, omit_defaults=True, kw_only=True):
     subjects: tuple[str, ...] = ()  # keyed digests of the subjects, never their values
     findings: tuple[str, ...] = ()  # e.g. "signature.invalid", "otp.replayed"
     evidence: dict[str, str] | None = None  # e.g. a partner's verified JWS: digest, signature
-    count: int | None = None  # requests for this key and operation so far, this one included
     event: str | None = None  # "key.rotate", "tokens.revoke", "audit.prune", ...
     actor: str | None = None
     details: dict[str, Detail] | None = None
+    # Requests for this key and operation so far, this one included. The last member (and
+    # ``seq`` the first), so that PostgreSQL can write both into a body (vault/store/audit.py).
+    count: int | None = None
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):

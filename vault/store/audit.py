@@ -3,12 +3,25 @@
 Appending a batch is one transaction that starts by moving the head row (``UPDATE ...
 RETURNING``): that takes PostgreSQL's row lock (SQLite's write lock) at once, so batches from
 every process and replica queue up there and the chain has one order. The batch's running
-counts, its records and the new head follow in the same transaction; nothing else is done
-while the lock is held.
+counts, its records and the new head follow in the same transaction.
+
+Whatever happens while that lock is held delays every replica, so the lock is held for as
+little as possible:
+
+- PostgreSQL: the whole append is one call of the function ``audit_append`` (migration
+  0006), one round trip in autocommit, made from the event loop (``vault.store.aio``): the
+  lock is held by the server for the statements and the commit, never across a client round
+  trip. The function numbers each body (``{"seq":N,`` in front), adds the running count
+  (``,"count":N}`` at the end: ``Record`` puts those two members first and last) and chains
+  the hashes with PostgreSQL's own SHA-256.
+- SQLite: the same in Python, statements compiled once, on a DB-API connection; writers of
+  every process take turns on a file lock (``vault.store.writer``), and the event loop writes
+  at once when nobody is in the way.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vault.audit.records import Record, encode, link
 from vault.store import Database, Prepared
+from vault.store.aio import LoopConnection
 from vault.store.tables import audit_checkpoints, audit_counts, audit_head, audit_records
 from vault.store.writer import Busy, SqliteWriter
 
@@ -46,15 +60,44 @@ class Head:
 Draft = tuple[Record, float]  # a record without its place yet, and its time (epoch seconds)
 
 
+# One round trip: the batch's bodies (without seq and count), times, and key and operation
+# of each request record (NULL otherwise), and how far to prune first (NULL: not at all).
+_APPEND_PG = (
+    "SELECT audit_append(%(bodies)s::text[], %(ats)s::float8[], %(keys)s::text[], "
+    "%(operations)s::text[], %(prune_through)s::bigint)"
+)
+
+
+def _pg_params(drafts: Sequence[Draft], prune_through: int | None) -> dict[str, Any]:
+    counted = [
+        d.type == "request" and d.key is not None and d.operation is not None for d, _ in drafts
+    ]
+    return {
+        "bodies": [encode(d).decode() for d, _ in drafts],  # seq 0 and count None: left out
+        "ats": [at for _, at in drafts],
+        "keys": [d.key if c else None for (d, _), c in zip(drafts, counted, strict=True)],
+        "operations": [
+            d.operation if c else None for (d, _), c in zip(drafts, counted, strict=True)
+        ],
+        "prune_through": prune_through,
+    }
+
+
+def _first(cursor: Any, sql: str, params: Any) -> int:
+    cursor.execute(sql, params)
+    return int(cursor.fetchone()[0])
+
+
 class AuditStore:
     """Synchronous statements (the caller picks the thread); ``StoreUnavailable`` on failure."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._writer = SqliteWriter(db) if db.dialect == "sqlite" else None
+        self._loop_connection = LoopConnection(db) if db.dialect == "postgresql" else None
         engine = db.engine
+        # SQLite's append, compiled once (it runs for every batch of requests).
         head, counts = audit_head.c, audit_counts.c
-        # The append's statements, compiled once (they run for every batch of requests).
         self._take = Prepared(
             update(audit_head)
             .where(head.id == 1)
@@ -93,38 +136,51 @@ class AuditStore:
     def append(self, drafts: Sequence[Draft], prune_through: int | None = None) -> int:
         """Give ``drafts`` the next sequence numbers, chain and store them; the last number.
         ``prune_through``: first delete records up to it (and checkpoints before it)."""
-
-        def body(cur: Any) -> int:
-            return self._append(cur, drafts, prune_through)
-
-        if self._writer is not None:
-            return self._writer.run(body)
-        return self.db.raw_transaction(body)
-
-    def append_now(self, drafts: Sequence[Draft]) -> int | None:
-        """``append`` in the caller's thread if that means no waiting (a local SQLite file
-        whose lock is free: cheaper than a thread hop); else ``None``."""
         if self._writer is None:
-            return None
-        try:
-            return self._writer.try_run(lambda cur: self._append(cur, drafts, None))
-        except Busy:
-            return None
+            params = _pg_params(drafts, prune_through)
+            return self.db.raw_transaction(lambda cursor: _first(cursor, _APPEND_PG, params))
+        return self._writer.run(lambda cursor: self._append(cursor, drafts, prune_through))
 
-    def _append(self, cur: Any, drafts: Sequence[Draft], prune_through: int | None) -> int:
+    async def append_async(self, drafts: Sequence[Draft]) -> int:
+        """``append`` for the event loop: PostgreSQL over the connection the loop awaits (no
+        thread hop at all); a local SQLite file at once when that means no waiting (cheaper
+        than a thread hop), else on a worker thread."""
+        if self._loop_connection is not None:
+            (last,) = await self._loop_connection.call(_APPEND_PG, _pg_params(drafts, None))
+            return int(last)
+        if self._writer is not None:
+            try:
+                return self._writer.try_run(lambda cursor: self._append(cursor, drafts, None))
+            except Busy:
+                pass
+        return await self.db.run(functools.partial(self.append, drafts))
+
+    def _append(self, cursor: Any, drafts: Sequence[Draft], prune_through: int | None) -> int:
+        """SQLite's append, statement by statement (what ``audit_append`` does in PostgreSQL)."""
+
+        def run(statement: Prepared, values: dict[str, Any]) -> Any:
+            cursor.execute(statement.sql, statement.params(values))
+            return cursor.fetchone()
+
         n = len(drafts)
-        cur.execute(self._take.sql, self._take.params({"b_n": n}))
-        end, previous = cur.fetchone()
+        end, previous = run(self._take, {"b_n": n})
         if prune_through is not None:
             for prune in self._prune:
-                cur.execute(prune.sql, prune.params({"b_through": prune_through}))
-        counts = self._counts(cur, drafts)
+                run(prune, {"b_through": prune_through})
+        added: dict[tuple[str, str], int] = {}
+        for draft, _ in drafts:
+            if draft.type == "request" and draft.key is not None and draft.operation is not None:
+                added[(draft.key, draft.operation)] = added.get((draft.key, draft.operation), 0) + 1
+        counts: dict[tuple[str | None, str | None], int] = {}  # running counts, before the batch
+        for (key, operation), k in sorted(added.items()):
+            (total,) = run(self._count, {"b_key": key, "b_op": operation, "b_n": k})
+            counts[(key, operation)] = int(total) - k
         previous = bytes(previous)
         rows = []
         for i, (draft, at) in enumerate(drafts):
             pair = (draft.key, draft.operation)
             count = None
-            if pair in counts:
+            if draft.type == "request" and pair in counts:
                 counts[pair] += 1
                 count = counts[pair]
             seq = end - n + 1 + i
@@ -135,25 +191,13 @@ class AuditStore:
                     {"b_seq": seq, "b_at": at, "b_body": body.decode(), "b_hash": previous}
                 )
             )
-        cur.executemany(self._insert.sql, rows)
-        cur.execute(self._move.sql, self._move.params({"b_hash": previous}))
+        cursor.executemany(self._insert.sql, rows)
+        run(self._move, {"b_hash": previous})
         return int(end)
 
-    def _counts(self, cur: Any, drafts: Sequence[Draft]) -> dict[tuple[str, str], int]:
-        """Add the batch's requests to the running counts; per key and operation, the count
-        before the batch."""
-        added: dict[tuple[str, str], int] = {}
-        for draft, _ in drafts:
-            if draft.type == "request" and draft.key is not None and draft.operation is not None:
-                pair = (draft.key, draft.operation)
-                added[pair] = added.get(pair, 0) + 1
-        before = {}
-        for (key, operation), n in sorted(added.items()):
-            cur.execute(
-                self._count.sql, self._count.params({"b_key": key, "b_op": operation, "b_n": n})
-            )
-            before[(key, operation)] = int(cur.fetchone()[0]) - n
-        return before
+    def close(self) -> None:
+        if self._loop_connection is not None:
+            self._loop_connection.close()
 
     def head(self) -> Head:
         def query() -> Head:

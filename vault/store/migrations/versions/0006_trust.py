@@ -16,6 +16,46 @@ depends_on = None
 
 _ZERO_HASH = bytes(32)
 
+# PostgreSQL: a batch of audit records appended in one call (vault/store/audit.py). The head
+# row's lock is taken first and held only by the server, for these statements and the commit.
+# Each body arrives without its first member ``seq`` and its last member ``count``; both are
+# written in here, exactly as the Python encoder would write them.
+_AUDIT_APPEND = """
+CREATE FUNCTION audit_append(
+    bodies text[], ats float8[], keys text[], operations text[], prune_through bigint
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := coalesce(array_length(bodies, 1), 0);
+    last_seq bigint;
+    previous bytea;
+    seq bigint;
+    body text;
+    running bigint;
+BEGIN
+    UPDATE audit_head SET seq = audit_head.seq + n WHERE id = 1
+        RETURNING audit_head.seq, audit_head.hash INTO last_seq, previous;
+    IF prune_through IS NOT NULL THEN
+        DELETE FROM audit_records WHERE audit_records.seq <= prune_through;
+        DELETE FROM audit_checkpoints WHERE audit_checkpoints.seq < prune_through;
+    END IF;
+    FOR i IN 1 .. n LOOP
+        seq := last_seq - n + i;
+        body := '{"seq":' || seq || ',' || substr(bodies[i], 2);
+        IF keys[i] IS NOT NULL THEN
+            INSERT INTO audit_counts AS c (key, operation, count) VALUES (keys[i], operations[i], 1)
+                ON CONFLICT (key, operation) DO UPDATE SET count = c.count + 1
+                RETURNING c.count INTO running;
+            body := left(body, -1) || ',"count":' || running || '}';
+        END IF;
+        previous := sha256(previous || convert_to(body, 'UTF8'));
+        INSERT INTO audit_records (seq, at, body, hash) VALUES (seq, ats[i], body, previous);
+    END LOOP;
+    UPDATE audit_head SET hash = previous WHERE id = 1;
+    RETURN last_seq;
+END
+$$
+"""
+
 
 def upgrade() -> None:
     op.create_table(
@@ -83,9 +123,13 @@ def upgrade() -> None:
         sa.Column("operation", sa.String(64), primary_key=True),
         sa.Column("count", sa.BigInteger, nullable=False),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_AUDIT_APPEND)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION audit_append")
     for table in (
         "audit_counts",
         "audit_checkpoints",
