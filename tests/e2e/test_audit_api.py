@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,33 @@ def test_with_the_audit_unwritable_every_request_fails_closed(settings, database
             again = c.post(ENCRYPT, json={"plaintext": b64(b"x"), "associated_data": ad})
         assert again.status_code == 200
         assert record_of(database_url, again)["status"] == 200
+
+
+@pytest.mark.postgres
+def test_two_replicas_write_one_chain(settings, pg_database: str) -> None:  # type: ignore[no-untyped-def]
+    """Concurrent requests on two server processes: one global order, verified end to end."""
+    with_keys(settings, pg_database)
+    env = {"VAULT_DATABASE_URL": pg_database}
+    with servers(settings, pg_database) as replicas:
+        body = {"plaintext": b64(b"x"), "associated_data": share_ad("u-order")}
+        clients = [r.client("backup-service") for r in replicas]
+        try:
+            with ThreadPoolExecutor(16) as pool:
+                statuses = list(
+                    pool.map(
+                        lambda i: clients[i % 2].post(ENCRYPT, json=body).status_code, range(400)
+                    )
+                )
+        finally:
+            for c in clients:
+                c.close()
+        assert statuses == [200] * 400
+    records = audit_records(pg_database)
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    encrypts = [r for r in records if r.get("operation") == "encrypt"]
+    assert [r["count"] for r in encrypts] == list(range(1, 401))  # running count, in chain order
+    prefixes = {r["request_id"][:23] for r in encrypts}  # each process has its own
+    assert len(prefixes) == 2
+    assert cli("audit", "checkpoint", **env).returncode == 0
+    verified = cli("audit", "verify", "--strict", **env)
+    assert verified.returncode == 0, verified.stdout

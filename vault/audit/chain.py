@@ -94,7 +94,7 @@ class AuditChain:
         self.observer = observer
         self._clock = clock
         self._queued: list[tuple[Draft, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
         self._unsigned = 0
         self._signed_at = time.monotonic()
         self._checkpointing: asyncio.Task[None] | None = None
@@ -107,32 +107,34 @@ class AuditChain:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._queued.append(((record, at), done))
-        if self._flushing is None:
-            self._flushing = loop.create_task(self._flush())
+        if len(self._flushers) < self.store.concurrent_appends:
+            flusher = loop.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         await done
 
     async def _flush(self) -> None:
-        try:
-            while self._queued:
-                batch = self._queued[: self.settings.max_batch]
-                del self._queued[: len(batch)]
-                started = time.perf_counter()
-                try:
-                    await self.store.append_async([d for d, _ in batch])
-                except Exception as exc:
-                    log.error("audit records could not be written: %s", type(exc).__name__)
-                    self._observe_flush(len(batch), started, ok=False)
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                self._observe_flush(len(batch), started, ok=True)
+        """Commit what is queued, batch after batch. Where the store takes appends side by
+        side (PostgreSQL), a second flusher commits what arrived while the first waits for
+        the disk, and the two share one flush of the WAL."""
+        while self._queued:
+            batch = self._queued[: self.settings.max_batch]
+            del self._queued[: len(batch)]
+            started = time.perf_counter()
+            try:
+                await self.store.append_async([d for d, _ in batch])
+            except Exception as exc:
+                log.error("audit records could not be written: %s", type(exc).__name__)
+                self._observe_flush(len(batch), started, ok=False)
                 for _, done in batch:
                     if not done.done():
-                        done.set_result(None)
-                self._written(len(batch))
-        finally:
-            self._flushing = None
+                        done.set_exception(exc)
+                continue
+            self._observe_flush(len(batch), started, ok=True)
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+            self._written(len(batch))
 
     def _observe_flush(self, records: int, started: float, *, ok: bool) -> None:
         if self.observer is not None:

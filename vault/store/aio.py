@@ -13,8 +13,9 @@ round trip; with a busy loop each hand-over can wait for the interpreter's switc
 (5 ms), which made an audit commit of four round trips cost ~8 ms where the database needed
 ~1 ms. Awaiting psycopg's asyncio connection on the loop costs no hand-over at all.
 
-The connection is opened on first use, dropped on any failure (the next call opens a new one)
-and bounded in time like every database call; a failure is ``StoreUnavailable``.
+Connections are opened on first use (one per call in progress, up to ``size``), dropped on
+any failure (the next call opens a new one), and every call is bounded in time like every
+database call; a failure is ``StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -32,47 +33,58 @@ from vault.store import Database
 _DURABLE = "BEGIN; SET LOCAL synchronous_commit TO on; SELECT txid_current(); COMMIT"
 
 
-class LoopConnection:
-    def __init__(self, db: Database) -> None:
+class LoopConnections:
+    """Up to ``size`` connections, one per call in progress."""
+
+    def __init__(self, db: Database, size: int = 2) -> None:
         self.db = db
+        self.size = size
         url = db.engine.url.set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, sql: str, params: Any) -> Any:
         """Run one statement (its own transaction), wait until it is durable; its first row."""
+        conn: psycopg.AsyncConnection[Any] | None = None
         try:
             async with asyncio.timeout(self.db.timeout):
                 conn = await self._connection()
-                try:
-                    cursor = await conn.execute(sql, params)
-                    row = await cursor.fetchone()
-                    await conn.execute(_DURABLE)
-                    return row
-                except BaseException:
-                    self.close()
-                    raise
+                cursor = await conn.execute(sql, params)
+                row = await cursor.fetchone()
+                await conn.execute(_DURABLE)
         except (psycopg.Error, OSError, TimeoutError):
+            _finish(conn)
             raise StoreUnavailable() from None
+        except BaseException:
+            _finish(conn)
+            raise
+        self._idle.append(conn)
+        return row
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         loop = asyncio.get_running_loop()
-        if self._conn is not None and (self._loop is not loop or self._conn.closed):
+        if self._loop is not loop:  # connections belong to the loop that made them
             self.close()
-        if self._conn is None:
-            timeout = max(1, int(self.db.timeout))
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._conninfo,
-                connect_timeout=timeout,
-                options=f"-c statement_timeout={timeout * 1000} -c synchronous_commit=off",
-                autocommit=True,
-            )
             self._loop = loop
-        return self._conn
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        timeout = max(1, int(self.db.timeout))
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            connect_timeout=timeout,
+            options=f"-c statement_timeout={timeout * 1000} -c synchronous_commit=off",
+            autocommit=True,
+        )
 
     def close(self) -> None:
-        """Close without awaiting (psycopg's close only finishes the libpq connection)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.pgconn.finish()
+        while self._idle:
+            _finish(self._idle.pop())
+
+
+def _finish(conn: psycopg.AsyncConnection[Any] | None) -> None:
+    """Close without awaiting (psycopg's close only finishes the libpq connection)."""
+    if conn is not None:
+        conn.pgconn.finish()

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vault.audit.records import Record, encode, link
 from vault.store import Database, Prepared
-from vault.store.aio import LoopConnection
+from vault.store.aio import LoopConnections
 from vault.store.tables import audit_checkpoints, audit_counts, audit_head, audit_records
 from vault.store.writer import Busy, SqliteWriter
 
@@ -68,6 +68,10 @@ _APPEND_PG = (
 )
 
 
+# PostgreSQL appends in flight per process: one waits for the disk while the next is written.
+_PG_APPENDS = 2
+
+
 def _pg_params(drafts: Sequence[Draft], prune_through: int | None) -> dict[str, Any]:
     counted = [
         d.type == "request" and d.key is not None and d.operation is not None for d, _ in drafts
@@ -94,7 +98,9 @@ class AuditStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._writer = SqliteWriter(db) if db.dialect == "sqlite" else None
-        self._loop_connection = LoopConnection(db) if db.dialect == "postgresql" else None
+        self._loop_connection = (
+            LoopConnections(db, _PG_APPENDS) if db.dialect == "postgresql" else None
+        )
         engine = db.engine
         # SQLite's append, compiled once (it runs for every batch of requests).
         head, counts = audit_head.c, audit_counts.c
@@ -194,6 +200,11 @@ class AuditStore:
         cursor.executemany(self._insert.sql, rows)
         run(self._move, {"b_hash": previous})
         return int(end)
+
+    @property
+    def concurrent_appends(self) -> int:
+        """How many ``append_async`` calls may run side by side."""
+        return _PG_APPENDS if self._loop_connection is not None else 1
 
     def close(self) -> None:
         if self._loop_connection is not None:
