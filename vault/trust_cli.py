@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -15,6 +18,9 @@ from vault.cli import _runtime, main, officer_identity
 from vault.errors import VaultError
 from vault.events import LifecycleEvent
 from vault.tokens import Approved
+
+if TYPE_CHECKING:
+    from vault.runtime import Vault
 
 
 def officer_approvals() -> Approved:
@@ -29,6 +35,18 @@ def officer_approvals() -> Approved:
         return False
 
     return approved
+
+
+@contextmanager
+def _vault() -> Iterator[Vault]:
+    """A vault for one command; its errors become the command's (exit 1, the reason)."""
+    rt = _runtime()
+    try:
+        yield rt
+    except VaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        rt.close()
 
 
 def _moment(text: str) -> float:
@@ -60,8 +78,7 @@ def tokens() -> None:
 @click.option("--expires-at", help="The token's exp, if known (else the longest a token lives).")
 def tokens_revoke(service: str, jti: str, expires_at: str | None) -> None:
     """Revoke one token of SERVICE by its JTI."""
-    rt = _runtime()
-    try:
+    with _vault() as rt:
         actor = officer_identity()
         rt.revoker.revoke_token(
             service, jti, actor, _moment(expires_at) if expires_at is not None else None
@@ -69,10 +86,6 @@ def tokens_revoke(service: str, jti: str, expires_at: str | None) -> None:
         rt.events.emit(
             LifecycleEvent("tokens.revoke", actor, details={"service": service, "jti": jti})
         )
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
     click.echo(f"revoked: {service} token {jti}")
 
 
@@ -82,8 +95,7 @@ def tokens_revoke(service: str, jti: str, expires_at: str | None) -> None:
 def tokens_revoke_service(service: str, before: str | None) -> None:
     """Revoke every token of SERVICE issued before a time (needs two officers' approval)."""
     cutoff = _moment(before) if before is not None else time.time()
-    rt = _runtime()
-    try:
+    with _vault() as rt:
         if rt.policies.service(service) is None:
             raise click.ClickException(f"no service {service!r} in the policies")
         actor = officer_identity()
@@ -93,23 +105,16 @@ def tokens_revoke_service(service: str, before: str | None) -> None:
                 "tokens.revoke-service", actor, details={"service": service, "before": cutoff}
             )
         )
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
     click.echo(f"revoked: every token of {service} issued before {cutoff:.0f}")
 
 
 @tokens.command("revoked")
 def tokens_revoked() -> None:
     """List the revocations still in force."""
-    rt = _runtime()
-    try:
+    with _vault() as rt:
         for r in rt.revoker.active():
             what = f"jti={r.jti}" if r.jti is not None else f"issued_before={r.issued_before:.0f}"
             click.echo(f"{r.service}\t{what}\tuntil={r.expires_at:.0f}\tby={r.actor}")
-    finally:
-        rt.close()
 
 
 # -- audit ---------------------------------------------------------------------------------
@@ -153,24 +158,13 @@ def audit_verify(export_dir: Path | None, public_key: Path | None, strict: bool)
         chain = read_export(export_dir, pinned)
         report = verify(chain.records(), chain.checkpoints, chain.keys, chain.head)
     else:
-        rt = _runtime()
-        try:
+        with _vault() as rt:
             store = rt.audit.store
             if pinned is None:
                 loaded = serialization.load_pem_public_key(rt.audit.keys.public_key_pem())
                 assert isinstance(loaded, ec.EllipticCurvePublicKey)
                 pinned = loaded
-            head = store.head()
-            report = verify(
-                store.chain(),
-                store.checkpoints(),
-                {SIGNING_KEY: pinned},
-                head,
-            )
-        except VaultError as exc:
-            raise click.ClickException(str(exc)) from None
-        finally:
-            rt.close()
+            report = verify(store.chain(), store.checkpoints(), {SIGNING_KEY: pinned}, store.head())
     for finding in report.findings:
         click.echo(str(finding))
     click.echo(
@@ -188,13 +182,8 @@ def audit_export(directory: Path) -> None:
     """Write the chain, its checkpoints and the signing key's public half to DIRECTORY."""
     from vault.audit.export import export  # noqa: PLC0415
 
-    rt = _runtime()
-    try:
+    with _vault() as rt:
         done = export(rt.audit.store, rt.audit.keys.public_key_pem(), directory, time.time())
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
     click.echo(
         f"exported records {done.first_seq} to {done.last_seq} ({done.records}) and "
         f"{done.checkpoints} checkpoints to {directory}"
@@ -204,13 +193,8 @@ def audit_export(directory: Path) -> None:
 @audit.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign the chain's head now (the server does so every few seconds by itself)."""
-    rt = _runtime()
-    try:
+    with _vault() as rt:
         seq = rt.audit.checkpoint_sync()
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
     click.echo(f"signed through record {seq}" if seq is not None else "nothing new to sign")
 
 
@@ -218,13 +202,8 @@ def audit_checkpoint() -> None:
 def audit_prune() -> None:
     """Remove records older than VAULT_AUDIT_RETENTION_DAYS, up to a signed checkpoint that
     stays as the anchor (the prune itself is recorded in the chain)."""
-    rt = _runtime()
-    try:
+    with _vault() as rt:
         pruned = rt.audit.prune(officer_identity())
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()
     if pruned is None:
         click.echo("nothing to prune")
     else:
@@ -234,10 +213,5 @@ def audit_prune() -> None:
 @audit.command("public-key")
 def audit_public_key() -> None:
     """Print the audit signing key's public half (PEM), to pin for offline verification."""
-    rt = _runtime()
-    try:
+    with _vault() as rt:
         click.echo(rt.audit.keys.public_key_pem().decode(), nl=False)
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        rt.close()

@@ -3,8 +3,6 @@ token's service (a stolen token is useless without the service's certificate).""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import ssl
 from pathlib import Path
 from typing import Any
@@ -12,41 +10,15 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
+from tests.certs import issue
 from tests.conftest import Server
 from tests.e2e.trust_support import b64, headers, record_of, share_ad, token
 
 pytestmark = pytest.mark.e2e
 ENCRYPT = "/v1/transit/encrypt/backup-share"
 BODY = {"plaintext": b64(b"x"), "associated_data": share_ad("u-tls")}
-
-
-def _issue(
-    name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, *, ca: bool = False
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256()), key
 
 
 def _write(directory: Path, name: str, cert: x509.Certificate, key: Any) -> tuple[str, str]:
@@ -65,12 +37,12 @@ def _write(directory: Path, name: str, cert: x509.Certificate, key: Any) -> tupl
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("pki")
-    ca_cert, ca_key = _issue("hsm-vault test CA", None, ca=True)
+    ca_cert, ca_key = issue("hsm-vault test CA", ca=True)
     ca_path = directory / "ca.pem"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     made: dict[str, Any] = {"ca": str(ca_path)}
     for name in ("127.0.0.1", "backup-service", "identity-service"):
-        cert, key = _issue(name, (ca_cert.subject, ca_key))
+        cert, key = issue(name, (ca_cert.subject, ca_key), ip="127.0.0.1")
         made[name] = _write(directory, name.replace(".", "_"), cert, key)
     return made
 

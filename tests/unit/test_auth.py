@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from tests.certs import issue
 from vault.auth import ANYWHERE, Authenticator, Peer, Principal
 from vault.errors import Unauthorized
 from vault.policy import Policies, load_policies
@@ -455,27 +456,8 @@ def test_the_source_address_is_checked_before_any_signature_work(
         authenticate(trusting, good, OUTSIDE)
 
 
-CERT_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
 def certificate(cn: str) -> str:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(CERT_KEY.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .sign(CERT_KEY, hashes.SHA256())
-    )
+    cert, _ = issue(cn)
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 

@@ -107,10 +107,9 @@ class Database:
         self.engine.dispose()
 
     def raw_transaction(self, body: Callable[[Any], T]) -> T:
-        """``body(cursor)`` in one transaction on a pooled DB-API connection, committed (or
-        rolled back) here; any database failure is ``StoreUnavailable``. For the few hot
-        statements that are ``Prepared`` once (SQLAlchemy's per-call machinery costs more than
-        they do)."""
+        """``body(cursor)`` in one transaction on a pooled DB-API connection; any database
+        failure is ``StoreUnavailable``. For the few hot statements that are ``Prepared``
+        once (SQLAlchemy's per-call machinery costs more than they do)."""
         dbapi = self.engine.dialect.dbapi
         assert dbapi is not None
         try:
@@ -118,19 +117,9 @@ class Database:
         except SQLAlchemyError:
             raise StoreUnavailable() from None
         try:
-            cursor = raw.cursor()
-            try:
-                result = body(cursor)
-            finally:
-                cursor.close()
-            raw.commit()
-            return result
+            return committed(raw, body)
         except dbapi.Error:
-            raw.rollback()
             raise StoreUnavailable() from None
-        except BaseException:
-            raw.rollback()
-            raise
         finally:
             raw.close()
 
@@ -139,6 +128,22 @@ class Database:
         spell it alike; SQLAlchemy has one construct per dialect)."""
         dialect = postgresql if self.dialect == "postgresql" else sqlite
         return dialect.insert(table)
+
+
+def committed(raw: Any, body: Callable[[Any], T]) -> T:
+    """``body(cursor)`` on the DB-API connection ``raw``, then commit; on any failure roll
+    back and let the failure through as it is."""
+    try:
+        cursor = raw.cursor()
+        try:
+            result = body(cursor)
+        finally:
+            cursor.close()
+        raw.commit()
+        return result
+    except BaseException:
+        raw.rollback()
+        raise
 
 
 class Prepared:

@@ -21,8 +21,10 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from vault.errors import StoreUnavailable
-from vault.store import Database
+from vault.store import Database, committed
 
 T = TypeVar("T")
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
@@ -60,29 +62,20 @@ class SqliteWriter:
         dbapi = self.db.engine.dialect.dbapi
         assert dbapi is not None
         if self._own is None:
-            self._own = self.db.engine.raw_connection()
-            self._own.cursor().execute("PRAGMA busy_timeout = 0")
-        raw = self._own
-        try:
-            cursor = raw.cursor()
             try:
-                result = body(cursor)
-            finally:
-                cursor.close()
-            raw.commit()
-            return result
+                self._own = self.db.engine.raw_connection()
+            except SQLAlchemyError:
+                raise StoreUnavailable() from None
+            self._own.cursor().execute("PRAGMA busy_timeout = 0")
+        try:
+            return committed(self._own, body)
         except dbapi.OperationalError as exc:
-            raw.rollback()
             if getattr(exc, "sqlite_errorcode", None) in _BUSY:
                 raise Busy() from None
             self._drop()
             raise StoreUnavailable() from None
         except dbapi.Error:
-            raw.rollback()
             raise StoreUnavailable() from None
-        except BaseException:
-            raw.rollback()
-            raise
 
     def _drop(self) -> None:
         own, self._own = self._own, None
