@@ -172,6 +172,19 @@ def test_concurrent_appends_keep_one_order_and_share_commits(chain: AuditChain) 
     assert check(chain).findings == []
 
 
+def test_a_record_queued_as_a_flush_ends_is_not_left_behind(chain: AuditChain) -> None:
+    """The request that arrives just after the last flush looked at the queue (its waiter
+    resumes before the flusher's task is reaped) is committed without any later request."""
+
+    async def one_after_another() -> None:
+        await chain.append(request(1), 1.0)
+        async with asyncio.timeout(3):  # in this task, at once (wait_for would start a new one)
+            await chain.append(request(2), 2.0)
+
+    asyncio.run(one_after_another())
+    assert chain.store.head().seq == 2
+
+
 def test_a_failed_commit_fails_every_request_in_it(chain: AuditChain) -> None:
     sql(chain, "DROP TABLE audit_counts")
 

@@ -94,7 +94,8 @@ class AuditChain:
         self.observer = observer
         self._clock = clock
         self._queued: list[tuple[Draft, asyncio.Future[None]]] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._flushing = 0  # flushers running (counted here, not by their tasks' callbacks)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._unsigned = 0
         self._signed_at = time.monotonic()
         self._checkpointing: asyncio.Task[None] | None = None
@@ -107,16 +108,25 @@ class AuditChain:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._queued.append(((record, at), done))
-        if len(self._flushers) < self.store.concurrent_appends:
+        if self._flushing < self.store.concurrent_appends:
+            # Counted now and uncounted by the flusher itself as it ends, in the same step as
+            # its last look at the queue: a record queued after that look starts a new one.
+            self._flushing += 1
             flusher = loop.create_task(self._flush())
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
+            self._tasks.add(flusher)
+            flusher.add_done_callback(self._tasks.discard)
         await done
 
     async def _flush(self) -> None:
         """Commit what is queued, batch after batch. Where the store takes appends side by
         side (PostgreSQL), a second flusher commits what arrived while the first waits for
         the disk, and the two share one flush of the WAL."""
+        try:
+            await self._drain()
+        finally:
+            self._flushing -= 1
+
+    async def _drain(self) -> None:
         while self._queued:
             batch = self._queued[: self.settings.max_batch]
             del self._queued[: len(batch)]
