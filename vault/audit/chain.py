@@ -34,6 +34,7 @@ from vault.audit.records import (
     encode,
     timestamp,
 )
+from vault.errors import StoreUnavailable
 from vault.events import LifecycleEvent
 from vault.store.audit import AuditStore, Draft, Head, StoredCheckpoint
 
@@ -115,7 +116,13 @@ class AuditChain:
             flusher = loop.create_task(self._flush())
             self._tasks.add(flusher)
             flusher.add_done_callback(self._tasks.discard)
-        await done
+        try:
+            # A flush is bounded by the database's own time limit; this bounds the wait for
+            # it too, so that no request can hang on its record (it fails closed instead).
+            async with asyncio.timeout(2 * self.store.db.timeout):
+                await done
+        except TimeoutError:
+            raise StoreUnavailable("the audit record was not confirmed in time") from None
 
     async def _flush(self) -> None:
         """Commit what is queued, batch after batch. Where the store takes appends side by
