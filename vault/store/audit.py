@@ -149,17 +149,26 @@ class AuditStore:
 
     async def append_async(self, drafts: Sequence[Draft]) -> int:
         """``append`` for the event loop: PostgreSQL over the connection the loop awaits (no
-        thread hop at all); a local SQLite file at once when that means no waiting (cheaper
-        than a thread hop), else on a worker thread."""
+        thread hop at all), SQLite on a worker thread (see ``append_now`` first)."""
         if self._loop_connection is not None:
             (last,) = await self._loop_connection.call(_APPEND_PG, _pg_params(drafts, None))
             return int(last)
-        if self._writer is not None:
-            try:
-                return self._writer.try_run(lambda cursor: self._append(cursor, drafts, None))
-            except Busy:
-                pass
         return await self.db.run(functools.partial(self.append, drafts))
+
+    @property
+    def writes_now(self) -> bool:
+        """Whether ``append_now`` can work (a local SQLite file)."""
+        return self._writer is not None
+
+    def append_now(self, drafts: Sequence[Draft]) -> int | None:
+        """``append`` in the caller's thread if that means no waiting at all (SQLite, nobody
+        else writing: cheaper than a thread hop); ``None`` if it would have to wait."""
+        if self._writer is None:
+            return None
+        try:
+            return self._writer.try_run(lambda cursor: self._append(cursor, drafts, None))
+        except Busy:
+            return None
 
     def _append(self, cursor: Any, drafts: Sequence[Draft], prune_through: int | None) -> int:
         """SQLite's append, statement by statement (what ``audit_append`` does in PostgreSQL)."""
