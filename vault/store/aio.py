@@ -28,9 +28,10 @@ import psycopg
 from vault.errors import StoreUnavailable
 from vault.store import Database
 
-# A transaction with a transaction id commits with a WAL record, synchronously here: once it
-# returns, the WAL up to it (every earlier commit of this connection) is flushed.
-_DURABLE = "BEGIN; SET LOCAL synchronous_commit TO on; SELECT txid_current(); COMMIT"
+# A transaction with a transaction id commits with a WAL record, synchronously here (the
+# function says so for its own transaction, migration 0006): once it returns, the WAL up to it
+# (every earlier commit of this connection) is flushed.
+_DURABLE = "SELECT audit_durable()"
 
 
 class LoopConnections:
@@ -50,6 +51,9 @@ class LoopConnections:
         try:
             async with asyncio.timeout(self.db.timeout):
                 conn = await self._connection()
+                # Each its own transaction: the call commits without waiting for the disk,
+                # the barrier does. (Not in libpq's pipeline mode: psycopg waits for it by
+                # polling a socket that is always writable, which spins the event loop.)
                 cursor = await conn.execute(sql, params)
                 row = await cursor.fetchone()
                 await conn.execute(_DURABLE)

@@ -62,9 +62,11 @@ Draft = tuple[Record, float]  # a record without its place yet, and its time (ep
 
 # One round trip: the batch's bodies (without seq and count), times, and key and operation
 # of each request record (NULL otherwise), and how far to prune first (NULL: not at all).
+# The arrays go in binary (``%(...)b``): psycopg's text form of an array quotes every JSON
+# body character by character, which cost more than the whole call.
 _APPEND_PG = (
-    "SELECT audit_append(%(bodies)s::text[], %(ats)s::float8[], %(keys)s::text[], "
-    "%(operations)s::text[], %(prune_through)s::bigint)"
+    "SELECT audit_append(%(bodies)b::text[], %(ats)b::float8[], %(keys)b::text[], "
+    "%(operations)b::text[], %(prune_through)s::bigint)"
 )
 
 

@@ -28,9 +28,14 @@ DECLARE
     n integer := coalesce(array_length(bodies, 1), 0);
     last_seq bigint;
     previous bytea;
-    seq bigint;
+    pair_keys text[];
+    pair_operations text[];
+    running bigint[];
+    seqs bigint[] := '{}';
+    texts text[] := '{}';
+    hashes bytea[] := '{}';
     body text;
-    running bigint;
+    p integer;
 BEGIN
     UPDATE audit_head SET seq = audit_head.seq + n WHERE id = 1
         RETURNING audit_head.seq, audit_head.hash INTO last_seq, previous;
@@ -38,20 +43,50 @@ BEGIN
         DELETE FROM audit_records WHERE audit_records.seq <= prune_through;
         DELETE FROM audit_checkpoints WHERE audit_checkpoints.seq < prune_through;
     END IF;
+    -- The batch's requests per key and operation, added to the running counts at once;
+    -- ``running`` starts at each pair's count before the batch.
+    WITH added AS (
+        INSERT INTO audit_counts AS c (key, operation, count)
+        SELECT k, o, count(*) FROM unnest(keys, operations) AS u(k, o)
+        WHERE k IS NOT NULL GROUP BY k, o
+        ON CONFLICT (key, operation) DO UPDATE SET count = c.count + excluded.count
+        RETURNING c.key, c.operation, c.count - (
+            SELECT count(*) FROM unnest(keys, operations) AS v(k, o)
+            WHERE v.k = c.key AND v.o = c.operation
+        ) AS before
+    )
+    SELECT array_agg(key), array_agg(operation), array_agg(before)
+        INTO pair_keys, pair_operations, running FROM added;
     FOR i IN 1 .. n LOOP
-        seq := last_seq - n + i;
-        body := '{"seq":' || seq || ',' || substr(bodies[i], 2);
+        body := '{"seq":' || (last_seq - n + i) || ',' || substr(bodies[i], 2);
         IF keys[i] IS NOT NULL THEN
-            INSERT INTO audit_counts AS c (key, operation, count) VALUES (keys[i], operations[i], 1)
-                ON CONFLICT (key, operation) DO UPDATE SET count = c.count + 1
-                RETURNING c.count INTO running;
-            body := left(body, -1) || ',"count":' || running || '}';
+            p := 1;
+            WHILE pair_keys[p] <> keys[i] OR pair_operations[p] <> operations[i] LOOP
+                p := p + 1;
+            END LOOP;
+            running[p] := running[p] + 1;
+            body := left(body, -1) || ',"count":' || running[p] || '}';
         END IF;
         previous := sha256(previous || convert_to(body, 'UTF8'));
-        INSERT INTO audit_records (seq, at, body, hash) VALUES (seq, ats[i], body, previous);
+        seqs := seqs || (last_seq - n + i);
+        texts := texts || body;
+        hashes := hashes || previous;
     END LOOP;
+    INSERT INTO audit_records (seq, at, body, hash)
+        SELECT * FROM unnest(seqs, ats, texts, hashes);
     UPDATE audit_head SET hash = previous WHERE id = 1;
     RETURN last_seq;
+END
+$$
+"""
+
+# A durability barrier (vault/store/aio.py): a transaction with an id, committed synchronously
+# whatever the session says, so its commit flushes the WAL written before it.
+_AUDIT_DURABLE = """
+CREATE FUNCTION audit_durable() RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'on', true);
+    RETURN txid_current();
 END
 $$
 """
@@ -125,10 +160,12 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_AUDIT_APPEND)
+        op.execute(_AUDIT_DURABLE)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION audit_durable")
         op.execute("DROP FUNCTION audit_append")
     for table in (
         "audit_counts",
