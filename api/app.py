@@ -20,6 +20,7 @@ from api.otp import OtpController
 from api.payout import PayoutController
 from api.processes import run_dir
 from api.signing import SigningController
+from api.stages import AuditStage, QuotaStage, SingleUse, Subjects
 from api.system import SystemController
 from api.transit import TransitController
 from api.watchdog import Watchdog
@@ -80,12 +81,18 @@ def create_app(
         max_body=settings.max_body_bytes,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        # In this order: subjects first (the quotas count them), the audit record last.
+        stages=(Subjects(), SingleUse(), QuotaStage(), AuditStage()),
     )
 
 
 def _open_observed(settings: Settings) -> Vault:
-    """The worker's vault, its HSM runner reporting to the metrics."""
-    return Vault.open(settings, runner=open_runner(settings, metrics.HsmMetrics()))
+    """The worker's vault, its HSM runner and its audit chain reporting to the metrics."""
+    return Vault.open(
+        settings,
+        runner=open_runner(settings, metrics.HsmMetrics()),
+        audit_observer=metrics.AUDIT,
+    )
 
 
 def create_default_app() -> Gate:

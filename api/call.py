@@ -34,6 +34,7 @@ class RouteSpec:
     key: str | None = "name"
     public: bool = False
     any_service: bool = False  # any authenticated service (the API's own description)
+    audited: bool = True  # False only for the load balancers' probes and metrics scrapes
     own_statuses: tuple[str, ...] = ()  # error statuses whose answer the route describes
 
     def operation_for(self, params: dict[str, Any]) -> str | None:
@@ -48,9 +49,13 @@ def route(operation: str | None = None, *, key: str | None = "name") -> dict[str
     return {ROUTE: RouteSpec(operation, key)}
 
 
-PUBLIC: dict[str, Any] = {ROUTE: RouteSpec(public=True, key=None)}
+# Public routes (liveness, metrics) are not audited: a probe must answer while the database
+# is away, and a scrape every few seconds would drown the trail.
+PUBLIC: dict[str, Any] = {ROUTE: RouteSpec(public=True, key=None, audited=False)}
 # Health answers 503 with its own body (which part is down), not the error shape.
-HEALTH: dict[str, Any] = {ROUTE: RouteSpec(public=True, key=None, own_statuses=("503",))}
+HEALTH: dict[str, Any] = {
+    ROUTE: RouteSpec(public=True, key=None, own_statuses=("503",), audited=False)
+}
 ANY_SERVICE: dict[str, Any] = {ROUTE: RouteSpec(key=None, any_service=True)}
 
 
@@ -88,6 +93,11 @@ class Call:
     items: int | None = None
     status: int = 0
     error: BaseException | None = None
+    audited: bool = True
+    # Keyed digests of the subjects the request's items name, one per item that names one.
+    subjects: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()  # what the audit trail should note: "signature.invalid", ...
+    evidence: dict[str, str] | None = None  # e.g. a partner's verified JWS (digest, signature)
 
     @property
     def service(self) -> str | None:

@@ -20,7 +20,8 @@ from vault.config import Settings
 @main.command()
 @click.option("--workers", type=int, default=None, help="Worker processes (default VAULT_WORKERS).")
 def serve(workers: int | None) -> None:
-    """Serve the API on VAULT_LISTEN (default 127.0.0.1:8200).
+    """Serve the API on VAULT_LISTEN (default 127.0.0.1:8200); over TLS with VAULT_TLS_CERT
+    and VAULT_TLS_KEY, and mutual TLS with VAULT_TLS_CLIENT_CA.
 
     The server is granian: its HTTP parser takes Vault's ``LIST`` method, which hvac sends
     and httptools-based servers reject before the application sees it. Each worker process
@@ -39,7 +40,10 @@ def serve(workers: int | None) -> None:
     (here / "metrics").mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(here / "metrics")
     try:
-        _granian(settings, workers or settings.workers)
+        if settings.tls_client_ca is not None:
+            _serve_mutual_tls(settings, workers or settings.workers)
+        else:
+            _granian(settings, workers or settings.workers)
     finally:
         shutil.rmtree(here, ignore_errors=True)
 
@@ -84,6 +88,7 @@ def _status_of(settings: Settings, path: str, timeout: float) -> int | None:
 
 
 def _granian(settings: Settings, workers: int) -> None:
+    """granian; TLS when ``VAULT_TLS_CERT``/``VAULT_TLS_KEY`` are set (TLS 1.3 at least)."""
     from granian import Granian  # noqa: PLC0415
     from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
 
@@ -100,7 +105,37 @@ def _granian(settings: Settings, workers: int) -> None:
         backlog=4096,
         log_access=False,
         respawn_failed_workers=True,
+        ssl_cert=settings.tls_cert,
+        ssl_key=settings.tls_key,
     ).serve()
+
+
+def _serve_mutual_tls(settings: Settings, workers: int) -> None:
+    """uvicorn with the client-certificate protocol (``api.tls``): clients present a
+    certificate from ``VAULT_TLS_CLIENT_CA`` (required unless ``VAULT_TLS_CLIENT_OPTIONAL``)."""
+    import ssl  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    from api.tls import ClientCertificateH11  # noqa: PLC0415
+
+    uvicorn.run(
+        "api.app:create_default_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        http=ClientCertificateH11,
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        backlog=4096,
+        ssl_certfile=str(settings.tls_cert),
+        ssl_keyfile=str(settings.tls_key),
+        ssl_ca_certs=str(settings.tls_client_ca),
+        ssl_cert_reqs=ssl.CERT_OPTIONAL if settings.tls_client_optional else ssl.CERT_REQUIRED,
+    )
 
 
 if __name__ == "__main__":

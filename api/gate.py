@@ -1,8 +1,10 @@
 """The one gate: every request passes the same ordered stages, whatever serves it.
 
     request id → route → authentication (before any body byte is read) → authorization
-    → admission (quota and audit hooks) → body (bounded, decoded once) → handler
-    → one error mapping → metrics and the request log → answer
+    → body (bounded, decoded once) → admission (``Stage.admit``: subjects, single-use
+    tokens, quotas; before any HSM work) → handler → one error mapping → the audit record
+    (``Stage.record``: every request, refused ones too; if it cannot be kept the request
+    fails) → metrics and the request log → answer
 
 The gate is the ASGI application itself, so nothing can be mounted beside it and nothing
 added later can skip a stage. Routing uses Litestar's router over the route declarations in
@@ -44,6 +46,7 @@ from api.errors import (
     problem,
 )
 from api.responses import Reply, error_body, raw
+from vault.auth import Peer
 from vault.errors import BadRequest, Forbidden, Unauthorized
 from vault.runtime import Vault
 
@@ -115,6 +118,15 @@ def token_of(scope: Scope) -> str | None:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             bearer = value[7:].strip().decode("latin-1")
     return bearer
+
+
+def peer_of(scope: Scope, address: str) -> Peer:
+    """The source address and, over mutual TLS, the client's certificate (the ASGI TLS
+    extension's ``client_cert_chain``, leaf first)."""
+    extensions = scope.get("extensions")
+    tls = extensions.get("tls") if extensions else None
+    chain = tls.get("client_cert_chain") if tls else None
+    return Peer(address, chain[0] if chain else None)
 
 
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
@@ -281,11 +293,14 @@ class Gate:
         )
 
     async def _serve(self, call: Call, scope: Any, receive: Receive) -> Reply:
-        route, params = self._resolve(scope)
         call.vault = self._vault()
+        route, params = self._resolve(scope)
         spec = route.spec
+        call.audited = spec.audited
         if not spec.public:
-            principal = call.vault.authenticator.authenticate(token_of(scope))
+            principal = await call.vault.authenticator.authenticate(
+                token_of(scope), peer_of(scope, call.client)
+            )
             call.principal = principal
             call.approval = approval_of(scope)
             call.operation = spec.operation_for(params)

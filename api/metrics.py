@@ -107,6 +107,47 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+QUOTA_REFUSALS = Counter(
+    "vault_quota_refusals_total",
+    "Requests refused by a quota (429), by quota, service, operation and key",
+    ["quota", "service", "operation", "key"],
+)
+AUDIT_RECORDS = Counter(
+    "vault_audit_records_total",
+    "Request records written to the audit chain, and those that could not be (the request "
+    "then failed closed)",
+    ["outcome"],
+)
+AUDIT_COMMIT = Histogram(
+    "vault_audit_commit_seconds",
+    "Time to commit one batch of audit records (group commit), by outcome",
+    ["outcome"],
+    buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+AUDIT_BATCH = Histogram(
+    "vault_audit_batch_records",
+    "Audit records per commit",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+AUDIT_CHECKPOINTS = Counter(
+    "vault_audit_checkpoints_total", "Audit checkpoints signed, by outcome", ["outcome"]
+)
+
+
+class AuditMetrics:
+    """The audit chain's observer (``vault.audit.AuditObserver``)."""
+
+    def flushed(self, records: int, seconds: float, ok: bool) -> None:
+        AUDIT_COMMIT.labels("ok" if ok else "failed").observe(seconds)
+        AUDIT_BATCH.observe(records)
+
+    def checkpointed(self, ok: bool) -> None:
+        AUDIT_CHECKPOINTS.labels("ok" if ok else "failed").inc()
+
+
+AUDIT = AuditMetrics()
+
+
 def observe(call: Call, seconds: float) -> None:
     operation = call.operation or _NONE
     service = call.service or _NONE

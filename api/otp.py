@@ -256,6 +256,8 @@ class OtpController(Controller):
             ),
         )
         metrics.otp_verified(name, "accepted" if result.valid else result.reason or "mismatch")
+        if not result.valid:
+            call.findings += (f"otp.{result.reason}",)
         return ok(_verify_view(result))
 
     # -- token management: each names the seed by its blob, whose tag the HSM checks first --

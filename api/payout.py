@@ -119,6 +119,14 @@ class PayoutController(Controller):
     ) -> Reply:
         _authorized(call, partner, "open")
         opened = await call.vault.partners.open(partner, data.jwe)
+        if opened.evidence is not None:
+            call.evidence = {
+                "partner": partner,
+                "message_id": opened.message_id,
+                "jws_protected": opened.evidence.protected,
+                "jws_payload_sha256": opened.evidence.payload_sha256,
+                "jws_signature": opened.evidence.signature,
+            }
         result: dict[str, Any] = {"message_id": opened.message_id, "issued_at": opened.issued_at}
         if opened.payload_b64 is not None:
             result["payload_b64"] = base64.b64encode(opened.payload_b64).decode()

@@ -196,6 +196,12 @@ def _mac_result(result: Mac | VaultError, name: str, reference: str | None) -> d
     return out
 
 
+def _note_invalid(call: Call, results: Sequence[bool | VaultError], finding: str) -> None:
+    """A signature or MAC that did not verify is audited, not only answered."""
+    if any(r is False for r in results):
+        call.findings += (finding,)
+
+
 def _valid_items(batch: Sequence[Any], results: Sequence[bool | VaultError]) -> Reply:
     out = []
     for i, r in zip(batch, results, strict=True):
@@ -266,6 +272,7 @@ class SigningController(Controller):
                 item if isinstance(item, VaultError) else VerifyItem(item, body.signature or "")
             )
             valid = _single((await signer.verify(name, [sig_item], options))[0])
+            _note_invalid(call, [valid], "signature.invalid")
             return ok({"valid": valid})
         items: list[VerifyItem | VaultError] = []
         for i in batch:
@@ -275,7 +282,9 @@ class SigningController(Controller):
                 if isinstance(decoded, VaultError)
                 else VerifyItem(decoded, i.signature or "")
             )
-        return _valid_items(batch, await signer.verify(name, items, options))
+        results = await signer.verify(name, items, options)
+        _note_invalid(call, results, "signature.invalid")
+        return _valid_items(batch, results)
 
     @get("/keys/{name:str}/jwks", opt=route("verify"), responses=answers(Jwks))
     async def jwks(self, call: CallParam, name: FromPath[str]) -> Reply:
@@ -358,10 +367,12 @@ class SigningController(Controller):
             results = await digests.verify_record_digests(
                 name, [_single(item(data.fields, data.digest))]
             )
+            _note_invalid(call, results, "digest.invalid")
             return ok({"valid": _single(results[0])})
         results = await digests.verify_record_digests(
             name, [item(i.fields, i.digest) for i in batch]
         )
+        _note_invalid(call, results, "digest.invalid")
         return _valid_items(batch, results)
 
     # -- blind indexes ---------------------------------------------------------------------
@@ -417,6 +428,7 @@ async def _verify_hmac(
         item = _decode_input(body.input, None)
         check = item if isinstance(item, VaultError) else MacCheck(item, body.hmac or "")
         valid = _single((await digests.verify_hmac(name, [check], algorithm))[0])
+        _note_invalid(call, [valid], "hmac.invalid")
         return ok({"valid": valid})
     checks: list[MacCheck | VaultError] = []
     for i in batch:
@@ -425,6 +437,7 @@ async def _verify_hmac(
             decoded if isinstance(decoded, VaultError) else MacCheck(decoded, i.hmac or "")
         )
     results = await digests.verify_hmac(name, checks, algorithm)
+    _note_invalid(call, results, "hmac.invalid")
     out: list[dict[str, Any]] = []
     for i, r in zip(batch, results, strict=True):
         # Vault leaves "valid" out of a failed HMAC item (a Go omitempty), see §C.

@@ -33,6 +33,7 @@ from api.schemas import (
     TrimKey,
 )
 from hsm import HsmOps
+from vault.approvals import Authority
 from vault.encoding import b64decode, b64encode
 from vault.envelope import EncryptItem
 from vault.errors import BadRequest, NotFound, VaultError
@@ -40,7 +41,6 @@ from vault.hashing import hash_sum
 from vault.keys import Key, validate_name
 from vault.keytypes import Purpose, key_type
 from vault.otp.service import SEEDS_NOT_REWRAPPABLE
-from vault.registry import Authority
 from vault.runtime import Vault
 from vault.transit import DecryptItem
 from vault.transit import Encrypted as EncryptedItem

@@ -13,7 +13,7 @@ from bench.procs import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# The vault's own server settings (vault/cli.py `serve`), for the bare endpoint.
+# The vault's own server settings (api/cli.py `serve`), for the bare endpoint.
 GRANIAN_FLAGS = (
     "--interface",
     "asgi",

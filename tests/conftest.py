@@ -107,16 +107,24 @@ def mint(settings, service: str, lifetime: int = 600) -> str:  # type: ignore[no
 
 
 class Server:
-    """A real ``hsm-vault serve`` process on a free loopback port."""
+    """A real ``hsm-vault serve`` process on a free loopback port. ``tls``: httpx's ``verify``
+    and ``cert`` arguments for a server started with ``VAULT_TLS_*`` (then over https)."""
 
     def __init__(  # type: ignore[no-untyped-def]
-        self, settings, workers: int = 1, env: dict[str, str] | None = None, healthy: bool = True
+        self,
+        settings,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        healthy: bool = True,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         """Start and wait until it is ready (``healthy=False``: only until it answers, for
-        servers started while the HSM or the database is away)."""
+        servers started while the HSM or the database is away; ``tls``: httpx's arguments
+        for a server that speaks TLS)."""
         self.settings = settings
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls or {}
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         full_env = dict(os.environ)
         full_env["VAULT_LISTEN"] = f"127.0.0.1:{self.port}"
         full_env.update(env or {})
@@ -134,7 +142,7 @@ class Server:
                 raise RuntimeError(f"server exited: {self.read_log()}")
             try:
                 probe = "/v1/sys/health" if healthy else "/v1/sys/live"
-                if httpx.get(f"{self.url}{probe}", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{probe}", timeout=1, **self.tls).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -150,7 +158,7 @@ class Server:
         if service is not None:
             token = mint(self.settings, service)
             headers = {"Authorization": f"Bearer {token}"} if bearer else {"X-Vault-Token": token}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **self.tls)
 
     def workers(self) -> list[int]:
         """The ids of the server's worker processes (its children)."""

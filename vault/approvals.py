@@ -49,6 +49,20 @@ ACTIONS = frozenset({KEY_DELETE, KEY_TRIM, KEY_LOWER_MIN_DECRYPTION, SERVICE_REV
 
 
 @dataclass(frozen=True, slots=True)
+class Authority:
+    """Who makes a change, and under what approval.
+
+    ``actor``: ``officer:<name>``, ``service:<name>`` or ``vault`` (the vault itself).
+    ``approval``: the id of an approval request, for the changes that need two officers.
+    ``exempt``: a dev service with ``dual_control = false`` (policies/services.toml).
+    """
+
+    actor: str
+    approval: str | None = None
+    exempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     """What is to be done, exactly: an approval covers this and nothing else."""
 

@@ -23,6 +23,7 @@ from vault.errors import ConfigError
 from vault.policy import load_policies
 
 log = logging.getLogger("vault.bootstrap")
+BOOTSTRAP = "bootstrap"  # the actor of what bootstrap creates
 
 _SOFTHSM_CONF = """\
 # Written by hsm-vault bootstrap (development only).
@@ -202,14 +203,19 @@ def bootstrap(settings: Settings) -> None:
 
 
 def create_declared_keys(settings: Settings) -> list[str]:
-    """The keys of policies/keys.toml that do not exist yet (existing ones are left as they
-    are: ``hsm-vault keys create`` also brings their configuration in line)."""
-    from vault.registry import Authority  # noqa: PLC0415
+    """The audit's own keys and the keys of policies/keys.toml that do not exist yet, each
+    creation in the audit chain (existing keys are left as they are: ``hsm-vault keys
+    create`` also brings their configuration in line)."""
+    from vault.approvals import Authority  # noqa: PLC0415
+    from vault.events import LifecycleEvent  # noqa: PLC0415
     from vault.runtime import Vault  # noqa: PLC0415
 
     vault = Vault.open(settings)
     created = []
     try:
+        for name in vault.audit.keys.ensure_sync():
+            vault.events.emit(LifecycleEvent("audit.key.create", BOOTSTRAP, name))
+            created.append(name)
         for declared in vault.policies.keys.values():
             plan = vault.registry.plan_declared(declared)
             if plan.outcome == "create":

@@ -107,6 +107,14 @@ class Settings:
     # Tests only, never in production: a file whose contents make the HSM fail on demand
     # (hsm/_faults.py). Unset, no fault can be injected.
     test_hsm_fault_file: str | None = None
+    revocation_poll: float = 1.0
+    audit_checkpoint_records: int = 1000
+    audit_checkpoint_seconds: float = 5.0
+    audit_retention_days: int = 365
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_client_optional: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -142,38 +150,69 @@ def _read_secret(env_name: str, path: Path) -> str:
     return value
 
 
+def _env_path(name: str) -> Path | None:
+    raw = _env(name, "")
+    return Path(raw).resolve() if raw else None
+
+
+def _env_positive(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value < 1:
+        raise ConfigError(f"{_PREFIX}{name} must be at least 1")
+    return value
+
+
+def _tls(settings: Settings) -> Settings:
+    """TLS is all or nothing: a certificate needs its key; client CAs need a certificate."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError(f"{_PREFIX}TLS_CERT and {_PREFIX}TLS_KEY go together")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        raise ConfigError(f"{_PREFIX}TLS_CLIENT_CA needs {_PREFIX}TLS_CERT and {_PREFIX}TLS_KEY")
+    return settings
+
+
 def load_settings() -> Settings:
     var_dir = Path(_env("VAR_DIR", "var")).resolve()
     algorithms = tuple(a.strip() for a in _env("JWT_ALGORITHMS", "EdDSA,ES256").split(",") if a)
     allowed = {"EdDSA", "ES256", "ES384", "RS256", "PS256"}
     if not algorithms or not set(algorithms) <= allowed:
         raise ConfigError(f"{_PREFIX}JWT_ALGORITHMS must be a subset of {sorted(allowed)}")
-    return Settings(
-        var_dir=var_dir,
-        database_url=_env_or_file("DATABASE_URL", f"sqlite:///{var_dir / 'vault.db'}"),
-        pkcs11_module=_env("PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
-        token_label=_env("TOKEN_LABEL", "hsm-vault"),
-        pin_file=Path(_env("PIN_FILE", str(var_dir / "softhsm" / "user.pin"))),
-        so_pin_file=Path(_env("SO_PIN_FILE", str(var_dir / "softhsm" / "so.pin"))),
-        policies_dir=Path(_env("POLICIES_DIR", "policies")).resolve(),
-        listen=_env("LISTEN", "127.0.0.1:8200"),
-        workers=_env_int("WORKERS", 2),
-        jwt_audience=_env("JWT_AUDIENCE", "hsm-vault"),
-        jwt_algorithms=algorithms,
-        jwt_max_lifetime=_env_int("JWT_MAX_LIFETIME", 24 * 3600),
-        jwt_leeway=_env_int("JWT_LEEWAY", 30),
-        key_cache_ttl=_env_seconds("KEY_CACHE_TTL", 1.0),
-        max_batch_items=_env_int("MAX_BATCH_ITEMS", 1000),
-        max_body_bytes=_env_int("MAX_BODY_BYTES", 8 * 1024 * 1024),
-        softhsm_conf=Path(_env("SOFTHSM2_CONF", str(var_dir / "softhsm2.conf"))),
-        hsm_timeout=_env_seconds("HSM_TIMEOUT", 5.0),
-        db_timeout=_env_seconds("DB_TIMEOUT", 5.0),
-        worker_stall_timeout=_env_seconds("WORKER_STALL_TIMEOUT", 30.0),
-        lean_dispatch=_env_bool("LEAN_DISPATCH", True),
-        approval_ttl=_env_bounded("APPROVAL_TTL", 3600.0, 60.0, 7 * 86400.0),
-        auto_rotate_interval=_env_bounded("AUTO_ROTATE_INTERVAL", 60.0, 0.05, 3600.0),
-        min_auto_rotate_period=int(
-            _env_bounded("TEST_MIN_AUTO_ROTATE_PERIOD", 3600.0, 1.0, 3600.0)
-        ),
-        test_hsm_fault_file=_env("TEST_HSM_FAULT_FILE", "") or None,
+    return _tls(
+        Settings(
+            var_dir=var_dir,
+            database_url=_env_or_file("DATABASE_URL", f"sqlite:///{var_dir / 'vault.db'}"),
+            pkcs11_module=_env("PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
+            token_label=_env("TOKEN_LABEL", "hsm-vault"),
+            pin_file=Path(_env("PIN_FILE", str(var_dir / "softhsm" / "user.pin"))),
+            so_pin_file=Path(_env("SO_PIN_FILE", str(var_dir / "softhsm" / "so.pin"))),
+            policies_dir=Path(_env("POLICIES_DIR", "policies")).resolve(),
+            listen=_env("LISTEN", "127.0.0.1:8200"),
+            workers=_env_int("WORKERS", 2),
+            jwt_audience=_env("JWT_AUDIENCE", "hsm-vault"),
+            jwt_algorithms=algorithms,
+            jwt_max_lifetime=_env_int("JWT_MAX_LIFETIME", 24 * 3600),
+            jwt_leeway=_env_int("JWT_LEEWAY", 30),
+            key_cache_ttl=_env_seconds("KEY_CACHE_TTL", 1.0),
+            max_batch_items=_env_int("MAX_BATCH_ITEMS", 1000),
+            max_body_bytes=_env_int("MAX_BODY_BYTES", 8 * 1024 * 1024),
+            softhsm_conf=Path(_env("SOFTHSM2_CONF", str(var_dir / "softhsm2.conf"))),
+            hsm_timeout=_env_seconds("HSM_TIMEOUT", 5.0),
+            db_timeout=_env_seconds("DB_TIMEOUT", 5.0),
+            worker_stall_timeout=_env_seconds("WORKER_STALL_TIMEOUT", 30.0),
+            lean_dispatch=_env_bool("LEAN_DISPATCH", True),
+            approval_ttl=_env_bounded("APPROVAL_TTL", 3600.0, 60.0, 7 * 86400.0),
+            auto_rotate_interval=_env_bounded("AUTO_ROTATE_INTERVAL", 60.0, 0.05, 3600.0),
+            min_auto_rotate_period=int(
+                _env_bounded("TEST_MIN_AUTO_ROTATE_PERIOD", 3600.0, 1.0, 3600.0)
+            ),
+            test_hsm_fault_file=_env("TEST_HSM_FAULT_FILE", "") or None,
+            revocation_poll=_env_seconds("REVOCATION_POLL", 1.0),
+            audit_checkpoint_records=_env_positive("AUDIT_CHECKPOINT_RECORDS", 1000),
+            audit_checkpoint_seconds=_env_seconds("AUDIT_CHECKPOINT_SECONDS", 5.0),
+            audit_retention_days=_env_positive("AUDIT_RETENTION_DAYS", 365),
+            tls_cert=_env_path("TLS_CERT"),
+            tls_key=_env_path("TLS_KEY"),
+            tls_client_ca=_env_path("TLS_CLIENT_CA"),
+            tls_client_optional=_env_bool("TLS_CLIENT_OPTIONAL", False),
+        )
     )

@@ -55,9 +55,16 @@ class KeyVersionUnavailable(BadRequest):
 
 
 class Unauthorized(VaultError):
-    """No valid credential: missing, malformed, expired, revoked or not ours."""
+    """No valid credential: missing, malformed, expired, revoked or not ours.
+
+    ``service``: the known service the token claimed to be from, if any (for the audit trail;
+    a claim, not an identity)."""
 
     default_message = "permission denied: invalid or missing token"
+
+    def __init__(self, message: str | None = None, *, service: str | None = None) -> None:
+        super().__init__(message)
+        self.service = service
 
 
 class Forbidden(VaultError):

@@ -16,9 +16,11 @@ ECDH) are HSM jobs in ``vault/partners.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -54,6 +56,24 @@ MAX_COMPACT_CHARS = 4 * 1024 * 1024
 
 class JoseError(BadRequest):
     """A message that does not fit the profile; the text says which rule, never a secret."""
+
+
+class SignatureInvalid(JoseError):
+    """A partner's signature that does not verify (its own class: the audit trail notes it)."""
+
+    def __init__(self) -> None:
+        super().__init__("message signature is not valid")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedJws:
+    """A compact JWS whose signature verified, as evidence: the protected header and the
+    signature as sent, and the SHA-256 of the payload segment (not the payload itself)."""
+
+    payload: bytes
+    protected: str
+    payload_sha256: str
+    signature: str
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -164,10 +184,10 @@ def jws_header(token: str) -> dict[str, Any]:
     return decode_json(decode_segment(header_b64, "JWS header"), "JWS header")
 
 
-def verify_compact_jws(token: str, keys: Sequence[tuple[PublicKey, str]]) -> bytes:
-    """The payload of a compact JWS that one of ``keys`` (each a public key and the alg it
-    signs with) signed, under the alg its header names; anything else fails. Several keys:
-    a partner's keys overlap while it rotates them."""
+def verified_jws(token: str, keys: Sequence[tuple[PublicKey, str]]) -> VerifiedJws:
+    """A compact JWS that one of ``keys`` (each a public key and the alg it signs with)
+    signed, under the alg its header names, with what proves it; anything else fails.
+    Several keys: a partner's keys overlap while it rotates them."""
     header_b64, payload_b64, signature_b64 = split_compact(token, 3, "JWS")
     header = decode_json(decode_segment(header_b64, "JWS header"), "JWS header")
     if not keys:
@@ -180,8 +200,13 @@ def verify_compact_jws(token: str, keys: Sequence[tuple[PublicKey, str]]) -> byt
     signature = decode_segment(signature_b64, "JWS signature")
     message = f"{header_b64}.{payload_b64}".encode("ascii")
     if not any(_signed_by(public, alg, message, signature) for public, alg in usable):
-        raise JoseError("message signature is not valid")
-    return decode_segment(payload_b64, "JWS payload")
+        raise SignatureInvalid()
+    return VerifiedJws(
+        decode_segment(payload_b64, "JWS payload"),
+        header_b64,
+        hashlib.sha256(payload_b64.encode("ascii")).hexdigest(),
+        signature_b64,
+    )
 
 
 def _signed_by(public: PublicKey, alg: str, message: bytes, signature: bytes) -> bool:

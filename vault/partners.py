@@ -14,6 +14,7 @@ replicas). The profile is in ``vault/jose.py``; docs/signing-and-partners.md has
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import secrets
 import time
@@ -69,6 +70,8 @@ class OpenedMessage:
     payload_b64: bytes | None
     message_id: str
     issued_at: int
+    # Non-repudiation: the partner's verified signature, kept in the audit chain.
+    evidence: jose.VerifiedJws | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,11 +283,13 @@ class PartnerMessages:
             jws = inner.decode("ascii")
         except UnicodeDecodeError:
             raise BadRequest("message is not a compact JWS") from None
-        claims = jose.decode_json(self._verified(keys, jws), "message claims")
-        return await self._accept(partner, claims)
+        verified = self._verified(keys, jws)
+        claims = jose.decode_json(verified.payload, "message claims")
+        opened = await self._accept(partner, claims)
+        return dataclasses.replace(opened, evidence=verified)
 
-    def _verified(self, keys: _PartnerKeys, jws: str) -> bytes:
-        """The payload of the partner's JWS, signed by one of its signing keys valid now (the
+    def _verified(self, keys: _PartnerKeys, jws: str) -> jose.VerifiedJws:
+        """The partner's JWS, signed by one of its signing keys valid now (the
         one its ``kid`` names, if it names one we know). A signature by a key no longer valid
         is refused as such, so the partner learns to use its new key."""
         kid = jose.jws_header(jws).get("kid")
@@ -292,9 +297,7 @@ class PartnerMessages:
         pool = pool or list(keys.signature)
         now = self._clock()
         try:
-            return jose.verify_compact_jws(
-                jws, [(k.public, k.alg) for k in pool if k.valid_at(now)]
-            )
+            return jose.verified_jws(jws, [(k.public, k.alg) for k in pool if k.valid_at(now)])
         except JoseError:
             stale = [(k.public, k.alg) for k in pool if not k.valid_at(now)]
             if stale and _signed_by_any(jws, stale):
@@ -365,7 +368,7 @@ class PartnerMessages:
 
 def _signed_by_any(jws: str, keys: list[tuple[PublicKey, str]]) -> bool:
     try:
-        jose.verify_compact_jws(jws, keys)
+        jose.verified_jws(jws, keys)
     except JoseError:
         return False
     return True

@@ -7,9 +7,14 @@ stops the service at start with the file and the problem.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import fnmatch
 import functools
+import hashlib
+import ipaddress
+import json
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from vault.errors import BadRequest, ConfigError
 from vault.keys import KEY_NAME, MIN_ROTATE_PERIOD
 from vault.keytypes import KEY_TYPES
+from vault.subjects import SUBJECT_FORMATS, SubjectFormat
 
 # Operations a grant can name. "otp:*", "transit:*" and "*" are shorthands.
 TRANSIT_KEY_ADMIN = frozenset({"create", "read", "list", "rotate", "config", "trim", "delete"})
@@ -71,11 +77,21 @@ PARTNER_KEY_MANAGEMENT = ("RSA-OAEP-256", "RSA-OAEP", "ECDH-ES+A256KW")
 # The JWS algorithm each kind of service key signs with (RFC 8037, RFC 7518 §3.4).
 _ALGORITHM_FOR_KEY = {ed25519.Ed25519PublicKey: "EdDSA", ec.EllipticCurvePublicKey: "ES256"}
 
+# Quota windows: seconds, or a number with a unit ("30s", "1m", "24h", "1d").
+_WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_QUOTA_WINDOW = 366 * 86400
+MAX_SLIDING_LIMIT = 1000  # a sliding window keeps one time stamp per admitted request
+MAX_QUOTA_LIMIT = 10**9
+QUOTA_SCOPES = ("service", "subject")
+_COVERING_LIMIT = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
     keys: tuple[str, ...]
     operations: frozenset[str]
+    single_use: bool = False  # each token may do these operations once (its jti is spent)
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - grants live as long as the process
     def allows(self, operation: str, key: str | None) -> bool:
@@ -87,21 +103,73 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
-class Service:
-    name: str
+class ServiceKey:
+    """One of a service's token-signing public keys. A service may hold several at once, so
+    that it can roll its key over: the new one is added, tokens move to it, the old one goes."""
+
     public_key: Any
     algorithm: str
+    kid: str  # the `kid` a token names it by: configured, or its RFC 7638 JWK thumbprint
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    keys: tuple[ServiceKey, ...]
     grants: tuple[Grant, ...]
     dev: bool = False
     # False only for a dev service that runs Vault clients' own conformance tests: its key
     # deletions, trims and lowered min_decryption_version need no officers' approval.
     dual_control: bool = True
+    # Source addresses tokens of this service are accepted from (None: any).
+    allow_from: tuple[Network, ...] | None = None
+    # Mutual TLS: the client certificate's subject CN must be this (default: the name);
+    # ``client_cert_required``: a request without a client certificate is refused.
+    client_cert_cn: str = ""
+    client_cert_required: bool = False
+
+    @property
+    def public_key(self) -> Any:
+        """The first public key (None when the dev key pair has not been made yet)."""
+        return self.keys[0].public_key if self.keys else None
+
+    @property
+    def algorithm(self) -> str:
+        return self.keys[0].algorithm if self.keys else ""
+
+    @property
+    def certificate_cn(self) -> str:
+        return self.client_cert_cn or self.name
 
     def allows(self, operation: str, key: str | None) -> bool:
         return any(g.allows(operation, key) for g in self.grants)
 
+    def single_use(self, operation: str, key: str | None) -> bool:
+        """Whether a token may do ``operation`` on ``key`` only once (any grant says so)."""
+        return any(g.single_use and g.allows(operation, key) for g in self.grants)
+
     def may_see(self, key: str) -> bool:
         return any(any(fnmatch.fnmatchcase(key, p) for p in g.keys) for g in self.grants)
+
+    def admits(self, address: str) -> bool:
+        """Whether a request from ``address`` may use this service's tokens."""
+        if self.allow_from is None:
+            return True
+        return _address_in(address, self.allow_from)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_in(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # no address (a Unix socket) or an unparsable one: not in any network
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +179,7 @@ class DeclaredKey:
     auto_rotate_period: int = 0
     deletion_allowed: bool = False
     purpose: str | None = None  # None: the type's default (vault/keytypes.py)
+    associated_data: SubjectFormat | None = None  # structured AD: which field names the subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +212,27 @@ class PartnerKey:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaRule:
+    """At most ``limit`` operations per ``window`` seconds, per service or per subject."""
+
+    name: str
+    keys: tuple[str, ...]
+    operations: frozenset[str]
+    services: tuple[str, ...]
+    per: str  # "service" or "subject"
+    limit: int
+    window: int
+    sliding: bool
+
+    def covers(self, service: str, operation: str, key: str | None) -> bool:
+        return (
+            operation in self.operations
+            and any(fnmatch.fnmatchcase(service, p) for p in self.services)
+            and (key is None or any(fnmatch.fnmatchcase(key, p) for p in self.keys))
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Partner:
     name: str
     signing_key: str  # our key that signs what we seal to this partner
@@ -168,12 +258,29 @@ class Policies:
     keys: dict[str, DeclaredKey] = field(default_factory=dict)
     partners: dict[str, Partner] = field(default_factory=dict)
     officers: dict[str, Officer] = field(default_factory=dict)
+    quotas: dict[str, QuotaRule] = field(default_factory=dict)
     dev_services: tuple[str, ...] = ()
     otp_max_failures: int = 5
     otp_lockout_seconds: int = 300
+    _covering: dict[tuple[str, str, str | None], tuple[QuotaRule, ...]] = field(
+        default_factory=dict, repr=False
+    )
 
     def service(self, name: str) -> Service | None:
         return self.services.get(name)
+
+    def subject_format(self, key: str | None) -> SubjectFormat | None:
+        declared = self.keys.get(key) if key is not None else None
+        return declared.associated_data if declared is not None else None
+
+    def quotas_for(self, service: str, operation: str, key: str | None) -> tuple[QuotaRule, ...]:
+        """The quota rules that cover a request (remembered: asked on every request)."""
+        found = self._covering.get((service, operation, key))
+        if found is None:
+            found = tuple(r for r in self.quotas.values() if r.covers(service, operation, key))
+            if len(self._covering) < _COVERING_LIMIT:
+                self._covering[(service, operation, key)] = found
+        return found
 
 
 class _PolicyFileError(Exception):
@@ -216,7 +323,7 @@ def load_declared_keys(path: Path) -> dict[str, DeclaredKey]:
 def _merge(
     policies: Policies, doc: dict[str, Any], var_dir: Path, require_keys: bool, dev: list[str]
 ) -> None:
-    unknown = set(doc) - {"services", "keys", "partners", "otp", "officers"}
+    unknown = set(doc) - {"services", "keys", "partners", "otp", "officers", "quotas"}
     if unknown:
         raise _PolicyFileError(f"unknown section(s) {sorted(unknown)}")
     otp = _table(doc, "otp")
@@ -247,6 +354,10 @@ def _merge(
         if name in policies.officers:
             raise _PolicyFileError(f"officer {name!r} is declared twice")
         policies.officers[name] = _officer(name, spec, var_dir, require_keys)
+    for name, spec in _table(doc, "quotas").items():
+        if name in policies.quotas:
+            raise _PolicyFileError(f"quota {name!r} is declared twice")
+        policies.quotas[name] = _quota(name, spec)
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -259,7 +370,13 @@ def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
 def _declared_key(name: str, spec: Any) -> DeclaredKey:
     if not isinstance(spec, dict) or not KEY_NAME.fullmatch(name):
         raise _PolicyFileError(f"key {name!r}: bad name or not a table")
-    extra = set(spec) - {"type", "auto_rotate_period", "deletion_allowed", "purpose"}
+    extra = set(spec) - {
+        "type",
+        "auto_rotate_period",
+        "deletion_allowed",
+        "purpose",
+        "associated_data",
+    }
     if extra:
         raise _PolicyFileError(f"key {name!r}: unknown field(s) {sorted(extra)}")
     kind = spec.get("type")
@@ -284,7 +401,87 @@ def _declared_key(name: str, spec: Any) -> DeclaredKey:
     deletion_allowed = spec.get("deletion_allowed", False)
     if not isinstance(deletion_allowed, bool):
         raise _PolicyFileError(f"key {name!r}: deletion_allowed must be true or false")
-    return DeclaredKey(name, kind, period, deletion_allowed, purpose)
+    structure = spec.get("associated_data")
+    return DeclaredKey(
+        name,
+        kind,
+        period,
+        deletion_allowed,
+        purpose,
+        None if structure is None else _subject_format(name, structure),
+    )
+
+
+def _subject_format(name: str, spec: Any) -> SubjectFormat:
+    where = f"key {name!r} associated_data"
+    if not isinstance(spec, dict) or set(spec) - {"format", "subject", "separator"}:
+        raise _PolicyFileError(f"{where}: takes format, subject and (for kv) separator")
+    kind, subject = spec.get("format"), spec.get("subject")
+    if kind not in SUBJECT_FORMATS:
+        raise _PolicyFileError(f"{where}: format must be one of {list(SUBJECT_FORMATS)}")
+    if not isinstance(subject, str) or not subject or "=" in subject:
+        raise _PolicyFileError(f"{where}: subject must name a field")
+    separator = spec.get("separator", ";")
+    if kind != "kv" and "separator" in spec:
+        raise _PolicyFileError(f"{where}: separator is for format kv")
+    if not isinstance(separator, str) or len(separator) != 1 or separator == "=":
+        raise _PolicyFileError(f"{where}: separator must be one character other than '='")
+    return SubjectFormat(kind, subject, separator)
+
+
+def _window(value: Any, where: str) -> int:
+    """A quota window: seconds, or "30s", "1m", "24h", "1d"."""
+    seconds: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and (match := _WINDOW.fullmatch(value.strip())):
+        seconds = int(match[1]) * _WINDOW_UNITS[match[2]]
+    if seconds is None or not 1 <= seconds <= MAX_QUOTA_WINDOW:
+        raise _PolicyFileError(
+            f"{where}: window must be seconds or a duration like '1s', '1m', '24h', '1d' "
+            "(at most 366 days)"
+        )
+    return seconds
+
+
+def _patterns(spec: dict[str, Any], name: str, where: str, default: list[str]) -> tuple[str, ...]:
+    value = spec.get(name, default)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise _PolicyFileError(f"{where}: {name} must be a list of names or patterns")
+    return tuple(value)
+
+
+def _quota(name: str, spec: Any) -> QuotaRule:
+    where = f"quota {name!r}"
+    fields = {"keys", "operations", "services", "per", "limit", "window", "kind"}
+    if not isinstance(spec, dict) or not KEY_NAME.fullmatch(name):
+        raise _PolicyFileError(f"{where}: bad name or not a table")
+    if set(spec) - fields:
+        raise _PolicyFileError(f"{where}: unknown field(s) {sorted(set(spec) - fields)}")
+    operations = _expand(_patterns(spec, "operations", where, []), where)
+    per = spec.get("per", "service")
+    if per not in QUOTA_SCOPES:
+        raise _PolicyFileError(f"{where}: per must be one of {list(QUOTA_SCOPES)}")
+    kind = spec.get("kind", "sliding")
+    if kind not in ("sliding", "fixed"):
+        raise _PolicyFileError(f"{where}: kind must be sliding or fixed")
+    limit = spec.get("limit")
+    ceiling = MAX_SLIDING_LIMIT if kind == "sliding" else MAX_QUOTA_LIMIT
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= ceiling:
+        raise _PolicyFileError(
+            f"{where}: limit must be 1 to {ceiling}"
+            + (" (a larger one takes kind = 'fixed')" if kind == "sliding" else "")
+        )
+    return QuotaRule(
+        name=name,
+        keys=_patterns(spec, "keys", where, ["*"]),
+        operations=operations,
+        services=_patterns(spec, "services", where, ["*"]),
+        per=per,
+        limit=limit,
+        window=_window(spec.get("window"), where),
+        sliding=kind == "sliding",
+    )
 
 
 def _expand(operations: Iterable[Any], where: str) -> frozenset[str]:
@@ -301,10 +498,23 @@ def _expand(operations: Iterable[Any], where: str) -> frozenset[str]:
     return frozenset(result)
 
 
+_SERVICE_FIELDS = {
+    "public_key",
+    "public_key_file",
+    "public_keys",
+    "grants",
+    "dev",
+    "dual_control",
+    "allow_from",
+    "client_cert_cn",
+    "client_cert_required",
+}
+
+
 def _service(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Service:
     if not isinstance(spec, dict):
         raise _PolicyFileError(f"service {name!r} must be a table")
-    extra = set(spec) - {"public_key", "public_key_file", "grants", "dev", "dual_control"}
+    extra = set(spec) - _SERVICE_FIELDS
     if extra:
         raise _PolicyFileError(f"service {name!r}: unknown field(s) {sorted(extra)}")
     dual_control = spec.get("dual_control", True)
@@ -317,16 +527,110 @@ def _service(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Service
     grants = []
     for i, g in enumerate(spec.get("grants", [])):
         where = f"service {name!r} grant {i + 1}"
-        if not isinstance(g, dict) or set(g) - {"keys", "operations"}:
-            raise _PolicyFileError(f"{where}: needs exactly 'keys' and 'operations'")
+        if not isinstance(g, dict) or set(g) - {"keys", "operations", "single_use"}:
+            raise _PolicyFileError(
+                f"{where}: needs exactly 'keys' and 'operations' (and optionally 'single_use')"
+            )
         keys = g.get("keys", [])
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
             raise _PolicyFileError(f"{where}: keys must be a list of names or patterns")
-        grants.append(Grant(tuple(keys), _expand(g.get("operations", []), where)))
-    public_key, algorithm = _public_key(f"service {name!r}", spec, var_dir, require_keys)
+        single_use = g.get("single_use", False)
+        if not isinstance(single_use, bool):
+            raise _PolicyFileError(f"{where}: single_use must be true or false")
+        grants.append(Grant(tuple(keys), _expand(g.get("operations", []), where), single_use))
+    cn, required = spec.get("client_cert_cn", ""), spec.get("client_cert_required", False)
+    if not isinstance(cn, str) or not isinstance(required, bool):
+        raise _PolicyFileError(
+            f"service {name!r}: client_cert_cn is a string, client_cert_required true or false"
+        )
     return Service(
-        name, public_key, algorithm, tuple(grants), bool(spec.get("dev", False)), dual_control
+        name,
+        _service_keys(name, spec, var_dir, require_keys),
+        tuple(grants),
+        bool(spec.get("dev", False)),
+        dual_control,
+        allow_from=_networks(name, spec.get("allow_from")),
+        client_cert_cn=cn,
+        client_cert_required=required,
     )
+
+
+def _networks(name: str, value: Any) -> tuple[Network, ...] | None:
+    if value is None:
+        return None
+    where = f"service {name!r} allow_from"
+    if not isinstance(value, list) or not value:
+        raise _PolicyFileError(f"{where}: must list at least one address or network")
+    try:
+        return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+    except ValueError as exc:
+        raise _PolicyFileError(f"{where}: {exc}") from None
+
+
+def _service_keys(
+    name: str, spec: dict[str, Any], var_dir: Path, require_keys: bool
+) -> tuple[ServiceKey, ...]:
+    """The single ``public_key``/``public_key_file`` form and the ``public_keys`` list (each
+    entry a PEM string, or a table with ``pem`` or ``file`` and an optional ``kid``)."""
+    required = require_keys and not spec.get("dev", False)
+    what = f"service {name!r}"
+    entries: list[tuple[bytes, str]] = []
+    listed = spec.get("public_keys")
+    if "public_key" in spec or "public_key_file" in spec or listed is None:
+        pem = _read_pem(spec, var_dir, what, required)
+        if pem is not None:
+            entries.append((pem, ""))
+    if listed is not None:
+        if not isinstance(listed, list) or not listed:
+            raise _PolicyFileError(f"{what}: public_keys must be a non-empty list")
+        for i, entry in enumerate(listed):
+            found = _listed_pem(entry, var_dir, f"{what} public_keys[{i}]", required)
+            if found is not None:
+                entries.append(found)
+    keys: list[ServiceKey] = []
+    for pem, kid in entries:
+        public, algorithm = _public_key(what, pem)
+        key = ServiceKey(public, algorithm, kid or jwk_thumbprint(public))
+        if any(k.kid == key.kid for k in keys):
+            raise _PolicyFileError(f"{what}: two public keys with kid {key.kid!r}")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _listed_pem(entry: Any, var_dir: Path, what: str, required: bool) -> tuple[bytes, str] | None:
+    if isinstance(entry, str):
+        return entry.encode(), ""
+    if not isinstance(entry, dict) or set(entry) - {"pem", "file", "kid"}:
+        raise _PolicyFileError(f"{what}: a PEM string or a table with pem or file (and kid)")
+    kid = entry.get("kid", "")
+    if not isinstance(kid, str):
+        raise _PolicyFileError(f"{what}: kid must be a string")
+    spec = (
+        {"public_key": entry["pem"]} if "pem" in entry else {"public_key_file": entry.get("file")}
+    )
+    pem = _read_pem(spec, var_dir, what, required)
+    return None if pem is None else (pem, kid)
+
+
+def jwk_thumbprint(public: Any) -> str:
+    """RFC 7638: SHA-256 over the JWK's required members, in lexicographic order."""
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        members = {"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}
+    else:
+        numbers = public.public_numbers()
+        members = {
+            "crv": "P-256",
+            "kty": "EC",
+            "x": _b64url(numbers.x.to_bytes(32, "big")),
+            "y": _b64url(numbers.y.to_bytes(32, "big")),
+        }
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return _b64url(hashlib.sha256(canonical).digest())
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _officer(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Officer:
@@ -335,7 +639,9 @@ def _officer(name: str, spec: Any, var_dir: Path, require_keys: bool) -> Officer
     extra = set(spec) - {"public_key", "public_key_file", "dev"}
     if extra:
         raise _PolicyFileError(f"officer {name!r}: unknown field(s) {sorted(extra)}")
-    public_key, _ = _public_key(f"officer {name!r}", spec, var_dir, require_keys)
+    what = f"officer {name!r}"
+    pem = _read_pem(spec, var_dir, what, require_keys and not spec.get("dev", False))
+    public_key = None if pem is None else _public_key(what, pem)[0]
     return Officer(name, public_key, bool(spec.get("dev", False)))
 
 
@@ -356,10 +662,7 @@ def _read_pem(
         return None
 
 
-def _public_key(what: str, spec: dict[str, Any], var_dir: Path, required: bool) -> tuple[Any, str]:
-    pem = _read_pem(spec, var_dir, what, required and not spec.get("dev", False))
-    if pem is None:
-        return None, ""
+def _public_key(what: str, pem: bytes) -> tuple[Any, str]:
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError:

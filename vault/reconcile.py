@@ -13,7 +13,8 @@ Two kinds of drift, both harmless to callers but not to be left alone:
   result. Repair forgets the version (after replacing it if it was the latest, so the key
   encrypts again); whatever was encrypted under it is unreadable either way.
 
-Objects not labelled ``vault:`` are another application's: listed, never touched.
+Objects not labelled ``vault:`` are another application's: listed, never touched. The audit
+chain's own keys (``vault.audit.keys``) are no version's but are never orphans.
 
 The order of reads matters: the versions are read, then the token (afresh: SoftHSM 2.6 can
 lose sight of objects other processes made), then the versions again. A version found in
@@ -28,9 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hsm import HsmOps, ObjectInfo
+from vault.approvals import Authority
+from vault.audit.keys import AUDIT_KEY_IDS
 from vault.events import LifecycleEvent
 from vault.keys import Key
-from vault.registry import Authority, KeyRegistry
+from vault.registry import KeyRegistry
 
 LABEL_PREFIX = "vault:"
 DEFAULT_GRACE = 30.0  # seconds: well over the time a rotation takes to commit its row
@@ -87,6 +90,7 @@ class Reconciler:
         after = {k.name: k for k in self.registry.store.all_keys()}
         on_token = {o.key_id for o in objects}
         named = {oid for key in (*before.values(), *after.values()) for oid in expected_ids(key)}
+        named |= AUDIT_KEY_IDS
         report = Report(
             keys=len(after),
             versions=sum(len(k.versions) for k in after.values()),

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hsm import HsmOps, KeySpec
-from vault.approvals import Action, DualControl
+from vault.approvals import Action, Authority, DualControl
 from vault.errors import BadRequest, Forbidden, NotFound, StoreUnavailable, Unavailable
 from vault.events import Detail, EventSink, LifecycleEvent, LogSink
 from vault.hsm import Hsm
@@ -45,20 +45,6 @@ log = logging.getLogger("vault.registry")
 
 _HSM_ID_BYTES = 16
 _ROTATE_ATTEMPTS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Authority:
-    """Who makes a change, and under what approval.
-
-    ``actor``: ``officer:<name>``, ``service:<name>`` or ``vault`` (the vault itself).
-    ``approval``: the id of an approval request, for the changes that need two officers.
-    ``exempt``: a dev service with ``dual_control = false`` (policies/services.toml).
-    """
-
-    actor: str
-    approval: str | None = None
-    exempt: bool = False
 
 
 VAULT = Authority("vault")

@@ -15,23 +15,29 @@ from typing import Any
 
 from hsm import HsmObserver, JobRunner
 from vault.approvals import DualControl
+from vault.audit import AuditChain, AuditKeys, AuditObserver, AuditSettings
 from vault.auth import Authenticator
 from vault.config import Settings
 from vault.digest import Digests
-from vault.events import EventSink, LogSink
+from vault.events import EventSink
 from vault.hsm import Hsm
 from vault.otp.service import OtpService
 from vault.partners import PartnerMessages
 from vault.policy import Policies, load_policies
+from vault.quotas import Quotas
 from vault.registry import KeyRegistry
 from vault.rotation import AutoRotation
 from vault.signing import Signer
 from vault.store import Database
 from vault.store.approvals import ApprovalStore
+from vault.store.audit import AuditStore
 from vault.store.keys import KeyStore
 from vault.store.leases import Leases
 from vault.store.messages import SeenMessages
 from vault.store.otp_ledger import LockoutPolicy, ReplayLedger
+from vault.store.quotas import QuotaStore
+from vault.store.tokens import RevocationStore
+from vault.tokens import RevocationList, Revoker, SpentTokens
 from vault.transit import Transit
 from vault.usage import WrapCounter
 
@@ -73,9 +79,13 @@ class Vault:
     digests: Digests
     partners: PartnerMessages
     otp: OtpService
-    events: EventSink
     dual_control: DualControl
     rotation: AutoRotation
+    audit: AuditChain
+    events: EventSink  # where key lifecycle events go: the audit chain
+    quotas: Quotas
+    spent_tokens: SpentTokens
+    revoker: Revoker
 
     @classmethod
     def open(
@@ -83,21 +93,32 @@ class Vault:
         settings: Settings,
         *,
         runner: JobRunner | None = None,
-        events: EventSink | None = None,
+        audit_observer: AuditObserver | None = None,
     ) -> Vault:
-        """``events``: where lifecycle events go (the audit chain; the log by default)."""
+        """``audit_observer`` hears how the audit chain's writes go (the server's metrics)."""
         policies = load_policies(settings.policies_dir, settings.var_dir)
         db = Database.open(settings.database_url, settings.db_timeout)
         the_hsm = Hsm(runner if runner is not None else open_runner(settings), settings.hsm_timeout)
-        sink = events or LogSink()
+        revocations = RevocationStore(db)
+        # Lifecycle events (keys, approvals) go into the audit chain, as requests do.
+        audit = AuditChain(
+            AuditStore(db),
+            AuditKeys(the_hsm),
+            AuditSettings(
+                checkpoint_records=settings.audit_checkpoint_records,
+                checkpoint_seconds=settings.audit_checkpoint_seconds,
+                retention_days=settings.audit_retention_days,
+            ),
+            observer=audit_observer,
+        )
         dual_control = DualControl(
-            ApprovalStore(db), policies.officers, sink, ttl=settings.approval_ttl
+            ApprovalStore(db), policies.officers, audit, ttl=settings.approval_ttl
         )
         registry = KeyRegistry(
             KeyStore(db),
             the_hsm,
             settings.key_cache_ttl,
-            events=sink,
+            events=audit,
             dual_control=dual_control,
             min_rotate_period=settings.min_auto_rotate_period,
         )
@@ -116,6 +137,11 @@ class Vault:
                 algorithms=settings.jwt_algorithms,
                 max_lifetime=settings.jwt_max_lifetime,
                 leeway=settings.jwt_leeway,
+                revocations=RevocationList(
+                    revocations,
+                    interval=settings.revocation_poll,
+                    max_stale=2 * settings.revocation_poll,
+                ),
             ),
             registry=registry,
             wraps=wraps,
@@ -133,9 +159,19 @@ class Vault:
                     LockoutPolicy(policies.otp_max_failures, policies.otp_lockout_seconds),
                 ),
             ),
-            events=sink,
+            events=audit,
             dual_control=dual_control,
             rotation=AutoRotation(registry, Leases(db), settings.auto_rotate_interval),
+            audit=audit,
+            quotas=Quotas(QuotaStore(db)),
+            spent_tokens=SpentTokens(db),
+            revoker=Revoker(
+                revocations,
+                settings.jwt_max_lifetime,
+                settings.jwt_leeway,
+                events=audit,
+                dual_control=dual_control,
+            ),
         )
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
@@ -144,5 +180,6 @@ class Vault:
 
     def close(self) -> None:
         self.wraps.flush()
+        self.audit.close()
         self.hsm.close()
         self.db.dispose()

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 
 from hsm import KeySpec
 from tests.conftest import ROOT, Server
+from vault.audit.keys import AUDIT_KEY_IDS
 from vault.bootstrap import mint_token
 from vault.envelope import EncryptItem
 from vault.errors import HsmUnavailable, VaultError
@@ -384,6 +385,7 @@ def test_reconcile_finds_and_repairs_planted_drift(settings: Any, runtime: Any) 
     assert "in line" in fixed.stdout
     objects = {o.key_id for o in runtime.hsm.run_sync(lambda ops: ops.objects(), fresh=True)}
     assert not objects & set(orphans)
+    assert objects >= AUDIT_KEY_IDS  # the audit chain's keys are no version's, and no orphans
     runtime.registry.invalidate(name)
     done = asyncio.run(runtime.transit.encrypt(name, [EncryptItem(b"x", b"")]))
     assert done[0].key_version == 3  # the lost latest version was replaced

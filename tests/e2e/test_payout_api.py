@@ -341,7 +341,9 @@ def partner_jwks(payout: httpx.Client, partner: str) -> dict[str, Any]:
     return found
 
 
-def partner_seals(payout: httpx.Client, settings, partner: str, iat: int | None = None) -> str:  # type: ignore[no-untyped-def]
+def partner_seals(  # type: ignore[no-untyped-def]
+    payout: httpx.Client, settings, partner: str, iat: int | None = None, payload: Any = PAYOUT
+) -> str:
     sig_alg, to_us = {
         "acme-bank": ("ES256", "RSA-OAEP"),
         "globex-pay": ("EdDSA", "ECDH-ES+A256KW"),
@@ -351,7 +353,7 @@ def partner_seals(payout: httpx.Client, settings, partner: str, iat: int | None 
         "aud": "hsm-vault",
         "iat": int(time.time()) if iat is None else iat,
         "jti": str(uuid.uuid4()),
-        "payload": PAYOUT,
+        "payload": payload,
     }
     sig_key = import_key(dev_partner_key_path(settings, partner, "sig").read_bytes())
     inner = jws.serialize_compact(

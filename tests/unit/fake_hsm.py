@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hsm import KeySpec, MacAlgorithm, ObjectInfo
 from hsm.errors import DecryptionFailed, HsmUnavailable, ObjectMissing
+from vault.approvals import Authority
 from vault.hsm import Hsm
-from vault.registry import Authority, KeyRegistry
+from vault.registry import KeyRegistry
 from vault.store import Database, make_engine, migrate
 from vault.store.keys import KeyStore
 

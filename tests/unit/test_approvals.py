@@ -15,11 +15,11 @@ from sqlalchemy import update
 
 from tests.unit.fake_hsm import FakeHsm, registry_over
 from vault import officers as credentials
-from vault.approvals import Action, DualControl
+from vault.approvals import Action, Authority, DualControl
 from vault.errors import BadRequest, Forbidden
 from vault.events import LifecycleEvent
 from vault.policy import Officer
-from vault.registry import Authority, KeyRegistry
+from vault.registry import KeyRegistry
 from vault.store.approvals import ApprovalStore
 from vault.store.tables import approvals as approvals_table
 

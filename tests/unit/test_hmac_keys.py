@@ -16,10 +16,11 @@ from sqlalchemy import update
 
 from hsm import KeySpec
 from tests.unit.fake_hsm import FakeHsm, registry_over
+from vault.approvals import Authority
 from vault.digest import Digests, Mac, MacCheck
 from vault.errors import BadRequest
 from vault.keytypes import HMAC_ROLE, KEY_TYPES, Purpose, mac_object
-from vault.registry import Authority, KeyRegistry
+from vault.registry import KeyRegistry
 from vault.store import Database, make_engine, tables
 from vault.store.keys import KeyStore
 from vault.store.migrations import upgrade

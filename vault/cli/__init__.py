@@ -5,7 +5,7 @@ Commands live in one module per subject; importing them registers them on :data:
 
 from __future__ import annotations
 
-from vault.cli import _approvals, _keys, _token  # noqa: F401 - they register their commands
+from vault.cli import _approvals, _audit, _keys, _token, _tokens  # noqa: F401 - they register
 from vault.cli._common import settings_or_exit
 from vault.cli._root import main
 

@@ -19,8 +19,8 @@ from vault.config import Settings, load_settings
 from vault.errors import ConfigError, VaultError
 
 if TYPE_CHECKING:
+    from vault.approvals import Authority
     from vault.officers import OfficerCredential
-    from vault.registry import Authority
     from vault.runtime import Vault
 
 P = ParamSpec("P")
@@ -127,6 +127,14 @@ def officer_option(fn: Callable[P, T]) -> Callable[P, T]:
     )(fn)
 
 
+def approval_option(fn: Callable[P, T]) -> Callable[P, T]:
+    return click.option(
+        "--approval",
+        metavar="ID",
+        help="The approval request (two officers) that allows this: `hsm-vault approvals`.",
+    )(fn)
+
+
 def officer(vault: Vault, key_path: Path | None) -> OfficerCredential:
     """The officer whose private key is at ``key_path``, as declared in the policies."""
     from vault import officers  # noqa: PLC0415
@@ -146,7 +154,7 @@ def officer(vault: Vault, key_path: Path | None) -> OfficerCredential:
 def authority(
     vault: Vault, key_path: Path | None, approval: str | None = None, *, dry_run: bool = False
 ) -> Authority:
-    from vault.registry import Authority  # noqa: PLC0415
+    from vault.approvals import Authority  # noqa: PLC0415
 
     if dry_run and key_path is None:
         return Authority("officer:(dry run)", approval)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vault.cli._common import (
+    approval_option,
     authority,
     domain_errors,
     dry_run_option,
@@ -30,13 +31,6 @@ from vault.keys import Key
 
 if TYPE_CHECKING:
     from vault.runtime import Vault
-
-
-_APPROVAL = click.option(
-    "--approval",
-    metavar="ID",
-    help="The approval request (two officers) that allows this: `hsm-vault approvals`.",
-)
 
 
 @main.group()
@@ -287,7 +281,7 @@ def keys_set_purpose(name: str, purpose: str, officer_key: Path | None, dry_run:
 @click.option("--auto-rotate-period", help="Seconds or a duration (24h, 30d); 0 is off.")
 @click.option("--deletion-allowed/--deletion-forbidden", default=None)
 @click.option("--exportable", is_flag=True, help="Refused: keys never leave the HSM.")
-@_APPROVAL
+@approval_option
 @officer_option
 @dry_run_option
 @domain_errors
@@ -338,7 +332,7 @@ def keys_configure(
 @keys.command("trim")
 @click.argument("name")
 @click.option("--min-available-version", type=int, required=True, help="The new floor.")
-@_APPROVAL
+@approval_option
 @officer_option
 @dry_run_option
 @domain_errors
@@ -366,7 +360,7 @@ def keys_trim(
 
 @keys.command("delete")
 @click.argument("name")
-@_APPROVAL
+@approval_option
 @officer_option
 @dry_run_option
 @domain_errors

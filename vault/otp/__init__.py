@@ -7,7 +7,7 @@ code (``match``). Importing PSKC token files (RFC 6030) lives in :mod:`vault.otp
 
 from __future__ import annotations
 
-from vault.otp._errors import OtpInputError
+from vault.otp._errors import OtpBindingMismatch, OtpInputError
 from vault.otp._hotp import counter_message, truncate
 from vault.otp._ocra import OcraSuite, QuestionFormat, ocra_message
 from vault.otp._plan import (
@@ -40,6 +40,7 @@ __all__ = [
     "MAX_TOTP_WINDOW",
     "Candidate",
     "OcraSuite",
+    "OtpBindingMismatch",
     "OtpInputError",
     "OtpKind",
     "QuestionFormat",

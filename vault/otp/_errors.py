@@ -15,3 +15,11 @@ class OtpInputError(BadRequest):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"invalid {field}: {message}")
         self.field = field
+
+
+class OtpBindingMismatch(BadRequest):
+    """An ``encrypted_seed`` presented with another token than it was bound to (its own
+    class, so that the audit trail tells it from malformed input)."""
+
+    def __init__(self) -> None:
+        super().__init__("encrypted_seed is bound to another token_serial, app_id or dfp_hash")

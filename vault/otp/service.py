@@ -25,7 +25,7 @@ from vault.events import EventSink, LifecycleEvent, LogSink
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion
 from vault.otp import seeds
-from vault.otp._errors import OtpInputError
+from vault.otp._errors import OtpBindingMismatch, OtpInputError
 from vault.otp._ocra import OcraSuite
 from vault.otp._plan import (
     ALGORITHMS,
@@ -178,13 +178,13 @@ def _within_ledger(plan: VerifyPlan) -> VerifyPlan:
     return plan
 
 
-def _bound_elsewhere(key_name: str, blob: seeds.EncryptedSeed) -> BadRequest:
+def _bound_elsewhere(key_name: str, blob: seeds.EncryptedSeed) -> OtpBindingMismatch:
     log.warning(
         "otp seed presented with another token binding (key=%s seed=%s)",
         key_name,
         blob.seed_id.hex(),
     )
-    return BadRequest("encrypted_seed is bound to another token_serial, app_id or dfp_hash")
+    return OtpBindingMismatch()
 
 
 def _authenticate(

@@ -12,7 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -104,6 +105,45 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def raw_transaction(self, body: Callable[[Any], T]) -> T:
+        """``body(cursor)`` in one transaction on a pooled DB-API connection; any database
+        failure is ``StoreUnavailable``. For the few hot statements that are ``Prepared``
+        once (SQLAlchemy's per-call machinery costs more than they do)."""
+        dbapi = self.engine.dialect.dbapi
+        assert dbapi is not None
+        try:
+            raw = self.engine.raw_connection()
+        except SQLAlchemyError:
+            raise StoreUnavailable() from None
+        try:
+            return committed(raw, body)
+        except dbapi.Error:
+            raise StoreUnavailable() from None
+        finally:
+            raw.close()
+
+    def upsert(self, table: Table) -> Any:
+        """An INSERT that can take ``ON CONFLICT ... DO UPDATE`` (PostgreSQL and SQLite
+        spell it alike; SQLAlchemy has one construct per dialect)."""
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+
+def committed(raw: Any, body: Callable[[Any], T]) -> T:
+    """``body(cursor)`` on the DB-API connection ``raw``, then commit; on any failure roll
+    back and let the failure through as it is."""
+    try:
+        cursor = raw.cursor()
+        try:
+            result = body(cursor)
+        finally:
+            cursor.close()
+        raw.commit()
+        return result
+    except BaseException:
+        raw.rollback()
+        raise
 
 
 class Prepared:

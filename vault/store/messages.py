@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
-
 from vault.errors import BadRequest
 from vault.store import Database
+from vault.store.once import Once
 from vault.store.tables import seen_messages
-
-PRUNE_INTERVAL = 60.0
 
 
 class SeenMessages:
-    """One INSERT per opened message: a second one of the same id, on any replica, fails on
-    the primary key, so a replayed message is refused exactly once it was accepted once."""
+    """A replayed message is refused once it was accepted once, on any replica."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._pruned = 0.0
+        self._once = Once(db, seen_messages)
 
     async def remember(self, partner: str, message_id: str, expires_at: float, now: float) -> None:
-        prune = now - self._pruned > PRUNE_INTERVAL
-
-        def write() -> bool:
-            try:
-                with self.db.engine.begin() as conn:
-                    if prune:
-                        conn.execute(delete(seen_messages).where(seen_messages.c.expires_at < now))
-                    conn.execute(
-                        insert(seen_messages).values(
-                            partner=partner, message_id=message_id, expires_at=expires_at
-                        )
-                    )
-            except IntegrityError:
-                return False
-            return True
-
-        if not await self.db.run(write):
+        if not await self._once.first(
+            now, partner=partner, message_id=message_id, expires_at=expires_at
+        ):
             raise BadRequest("message replayed")
-        if prune:
-            self._pruned = now

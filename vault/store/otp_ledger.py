@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.errors import BadRequest, StoreUnavailable
-from vault.store import Prepared
+from vault.store import Prepared, committed
 from vault.store.tables import otp_ledger
 
 log = logging.getLogger("vault.otp")
@@ -303,7 +303,7 @@ class ReplayLedger:
         if self._write_lock is None:
             raw = self._checkout()
             try:
-                return self._commit(raw, body)
+                return committed(raw, body)
             finally:
                 raw.close()
         # SQLite: one connection of the ledger's own, used under the lock (checking one out
@@ -312,7 +312,7 @@ class ReplayLedger:
             if self._own is None:
                 self._own = self._checkout()
             try:
-                return self._commit(self._own, body)
+                return committed(self._own, body)
             except self._dbapi.OperationalError:
                 self._own.invalidate()
                 self._own = None
@@ -323,17 +323,3 @@ class ReplayLedger:
             return self._engine.raw_connection()
         except SQLAlchemyError:
             raise StoreUnavailable() from None
-
-    @staticmethod
-    def _commit(raw: Any, body: Callable[[Any], Any]) -> Any:
-        try:
-            cur = raw.cursor()
-            try:
-                result = body(cur)
-            finally:
-                cur.close()
-            raw.commit()
-            return result
-        except BaseException:
-            raw.rollback()
-            raise

@@ -111,3 +111,104 @@ approvals = Table(
     Column("created_at", Float, nullable=False),
     ForeignKeyConstraint(["request_id"], ["approval_requests.id"], ondelete="CASCADE"),
 )
+
+# -- service tokens (vault/auth.py) ---------------------------------------------------------
+
+# A single-use token's id, once spent; kept until the token could no longer be accepted.
+used_tokens = Table(
+    "used_tokens",
+    metadata,
+    Column("service", String(128), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+# Revoked tokens: one token (``jti``), or every token of a service issued before a time.
+token_revocations = Table(
+    "token_revocations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("service", String(128), nullable=False),
+    Column("jti", String(256), nullable=True),
+    Column("issued_before", Float, nullable=True),
+    Column("expires_at", Float, nullable=False, index=True),
+    Column("revoked_at", Float, nullable=False),
+    Column("actor", String(256), nullable=False),
+)
+
+# One row, bumped with every revocation: replicas poll it (at most once a second) and read
+# the list again only when it moved.
+revocation_generation = Table(
+    "revocation_generation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+)
+
+# -- quotas (vault/quotas.py) ---------------------------------------------------------------
+
+# Fixed windows: the count of the current window per rule and scope (a service, or a
+# subject's keyed digest).
+quota_counters = Table(
+    "quota_counters",
+    metadata,
+    Column("rule", String(128), primary_key=True),
+    Column("scope", String(128), primary_key=True),
+    Column("window_start", Float, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+# Sliding windows: the times of the admitted requests still inside the window (big-endian
+# IEEE 754 doubles, oldest first), per rule and scope.
+quota_windows = Table(
+    "quota_windows",
+    metadata,
+    Column("rule", String(128), primary_key=True),
+    Column("scope", String(128), primary_key=True),
+    Column("stamps", LargeBinary, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+# -- the audit chain (vault/audit/, docs/audit.md) ------------------------------------------
+
+# One row: the last record's sequence number and hash. Appending locks it, which gives the
+# records one global order across replicas.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# hash = SHA-256(previous record's hash || body); body is canonical JSON, stored as hashed.
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# Signed checkpoints over the chain's head; each names the one before it (``prev_seq``, unique:
+# two replicas cannot both extend the same checkpoint).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("prev_seq", BigInteger, nullable=False, unique=True),
+    Column("at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+# Running counts of requests per key and operation (each record carries its own).
+audit_counts = Table(
+    "audit_counts",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("operation", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
