@@ -36,10 +36,12 @@ run: setup
 # The whole suite on SQLite, then the integration and end-to-end tests again with the
 # session's database on PostgreSQL (skipped, with a notice, where no PostgreSQL answers on
 # 127.0.0.1:5432; .ci/run installs and starts one and makes its absence a failure). Tests
-# with a PostgreSQL database of their own (marker `postgres`) ran in the first pass.
+# with a database of their own (markers `postgres`, `first_pass_only`) and those whose
+# checks do not depend on the database engine (`first_pass_only`: the HTTP fuzzing, HSM
+# faults, TLS) ran in the first pass.
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
-	VAULT_TEST_DATABASE=postgresql $(BIN)/pytest -m 'not postgres' tests/integration tests/e2e $(PYTEST_ARGS)
+	VAULT_TEST_DATABASE=postgresql $(BIN)/pytest -m 'not postgres and not first_pass_only' tests/integration tests/e2e $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

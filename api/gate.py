@@ -48,6 +48,7 @@ from api.errors import (
 from api.responses import Reply, error_body, raw
 from vault.auth import Peer
 from vault.errors import BadRequest, Forbidden, Unauthorized
+from vault.logs import JsonLines
 from vault.runtime import Vault
 
 # ASGI, as plainly as the gate uses it.
@@ -57,7 +58,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("vault.api")
-request_log = logging.getLogger("vault.request")
 
 OPENAPI_JSON = "/v1/sys/openapi/openapi.json"
 _EMPTY_BODY: bytes = b""
@@ -180,6 +180,8 @@ class Gate:
         self._router = routes.asgi_router
         self._on_startup = tuple(on_startup)
         self._on_shutdown = tuple(on_shutdown)
+        # One JSON line per request (vault.request), written in batches (vault/logs.py).
+        self._request_log = JsonLines("vault.request")
         self._open_vault = open_vault
         self._max_body = max_body
         self._stages = stages
@@ -218,6 +220,7 @@ class Gate:
                 self._run_hooks(self._on_shutdown, "shutdown")
                 if self.vault is not None:
                     self.vault.close()
+                self._request_log.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -273,9 +276,8 @@ class Gate:
             calls.current.reset(token)
         await self._send(call, reply, send, head=method == "HEAD")
         metrics.observe(call, time.perf_counter() - call.started)
-        request_log.info(
-            "",
-            extra={
+        self._request_log.write(
+            {
                 "request": {
                     "request_id": call.request_id,
                     "method": call.method,
@@ -289,7 +291,7 @@ class Gate:
                     "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
                     "client": call.client,
                 }
-            },
+            }
         )
 
     async def _serve(self, call: Call, scope: Any, receive: Receive) -> Reply:

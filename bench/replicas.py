@@ -120,6 +120,7 @@ class ReplicaSet:
         threads: int,
         verdicts: bool,
         log_path: Path,
+        warmup_bodies: Sequence[bytes] | None = None,
     ) -> WrkResult:
         """wrk against every replica at once, the results added up."""
         n = len(self.servers)
@@ -130,6 +131,7 @@ class ReplicaSet:
             # Disjoint slices where there are enough bodies (OTP tokens): each replica
             # accepts its own tokens' codes, as in the one-replica run.
             share = list(bodies[i::n]) if len(bodies) >= n else list(bodies)
+            warm = list(warmup_bodies[i::n]) if warmup_bodies and len(warmup_bodies) >= n else None
             try:
                 results[i] = wrk.run(
                     server.url + path,
@@ -142,6 +144,7 @@ class ReplicaSet:
                     verdicts=verdicts,
                     log_path=log_path.with_name(f"{log_path.stem}-{i + 1}{log_path.suffix}"),
                     server_pgid=server.proc.pid,
+                    warmup_bodies=warm,
                 )
             except BaseException as exc:
                 results[i] = exc

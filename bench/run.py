@@ -83,7 +83,12 @@ def _parse(argv: list[str] | None) -> Options:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--otp-tokens", type=int, default=2000, help="TOTP tokens to import")
+    parser.add_argument(
+        "--otp-tokens",
+        type=int,
+        default=2000,
+        help="HOTP tokens to import (and a tenth more for the warm-up)",
+    )
     parser.add_argument("--otp-import-seconds", type=float, default=30.0)
     parser.add_argument("--ceiling-seconds", type=float, default=1.5, help="per PKCS#11 op")
     parser.add_argument(
@@ -166,12 +171,19 @@ def _measure(run: Run, live: S, step: Step[S]) -> Outcome:
     }
     try:
         if isinstance(live, ReplicaSet):  # every replica at once, added up
-            r = live.wrk(scenario.path, scenario.bodies, scenario.headers, **load)
+            r = live.wrk(
+                scenario.path,
+                scenario.bodies,
+                scenario.headers,
+                warmup_bodies=scenario.warmup_bodies,
+                **load,
+            )
         else:
             r = wrk.run(
                 live.url + scenario.path,
                 scenario.bodies,
                 scenario.headers,
+                warmup_bodies=scenario.warmup_bodies,
                 server_pgid=server.proc.pid,
                 **load,
             )
@@ -183,9 +195,9 @@ def _measure(run: Run, live: S, step: Step[S]) -> Outcome:
     outcome.result = r
     if scenario.verdicts:
         outcome.notes.append(
-            f"verdicts in the measured run: {r.accepted:,} accepted, {r.replayed:,} replayed, "
-            f"{r.other:,} other (a token accepts once, in the warm-up or here; every repeat "
-            "is a replay, which costs the same HSM work)"
+            f"verdicts in the measured run: {r.accepted:,} accepted "
+            f"({r.accepted / r.duration_s:,.0f} valid checks/s), {r.replayed:,} replayed, "
+            f"{r.other:,} other"
         )
     report.judge(outcome)
     _say(
@@ -268,7 +280,9 @@ def _replicas(run: Run, payloads: Payloads, tokens: plans.VaultTokens) -> None:
     opts = run.options
     steps = [
         s
-        for s in plans.vault(payloads, tokens, opts.otp_tokens, opts.otp_import_seconds)
+        for s in plans.vault(
+            payloads, tokens, opts.otp_tokens, opts.otp_import_seconds, opts.duration, opts.warmup
+        )
         if s.name in replicas.SCENARIOS
     ]
     try:
@@ -397,7 +411,9 @@ def _main(opts: Options, scratch: Path) -> int:
         otp=scenarios.token_header(settings, "token-management"),
     )
     if "vault" in opts.parts:
-        steps = plans.vault(payloads, tokens, opts.otp_tokens, opts.otp_import_seconds)
+        steps = plans.vault(
+            payloads, tokens, opts.otp_tokens, opts.otp_import_seconds, opts.duration, opts.warmup
+        )
         start = functools.partial(start_vault, LOGS, opts.vault_workers)
         label = f"hsm-vault ({opts.vault_workers} workers)"
         _campaign(run, Plan(label, report.VAULT, start, steps))

@@ -21,7 +21,7 @@ from vault.config import Settings, load_settings
 
 PLAINTEXT_BYTES = 1024
 BATCH_ITEMS = 100
-ASSOCIATED_DATA = b"user-1|pk"
+ASSOCIATED_DATA = b'{"pk":"bench-public-key","user_id":"user-1"}'  # canonical JSON: names a subject
 INPUT_BYTES = 64
 SKIP_STATUSES = (404, 405)  # the endpoint is not there (yet)
 
@@ -67,6 +67,9 @@ class Payloads:
     def sign(self) -> bytes:
         return encode({"input": b64(self.input)})
 
+    def verify(self, signature: str) -> bytes:
+        return encode({"input": b64(self.input), "signature": signature})
+
 
 @dataclass(slots=True)
 class Scenario:
@@ -81,6 +84,9 @@ class Scenario:
     ceiling: str | None = None  # the pkcs11_ceiling op behind one item
     verdicts: bool = False
     note: str = ""
+    # What the warm-up sends, when it must not use up the measured bodies (OTP codes: each
+    # is accepted once).
+    warmup_bodies: list[bytes] | None = None
 
 
 class Unavailable(Exception):
@@ -142,10 +148,10 @@ async def _import_one(client: httpx.AsyncClient, serial: str) -> OtpToken:
     seed = os.urandom(20)
     body = {
         **_otp_identity(serial),
-        "kind": "totp",
+        "kind": "hotp",
         "algorithm": "sha1",
         "digits": 6,
-        "period": 30,
+        "counter": 0,
         "seed_hex": seed.hex(),
     }
     response = await client.post(path, json=body)
@@ -176,27 +182,33 @@ async def _import_tokens(
 def import_otp_tokens(
     url: str, headers: dict[str, str], count: int, time_budget: float
 ) -> list[OtpToken]:
-    """Import up to ``count`` distinct TOTP tokens within ``time_budget`` seconds."""
+    """Import up to ``count`` distinct HOTP tokens (counter 0) within ``time_budget`` s."""
     deadline = time.monotonic() + time_budget
     return asyncio.run(_import_tokens(url, headers, count, deadline))
 
 
-def otp_verify_bodies(tokens: list[OtpToken], now: float | None = None) -> list[bytes]:
-    """One body per token with the TOTP valid at ``now`` (window 1 keeps it valid ≥ 30 s)."""
-    at = time.time() if now is None else now
-    bodies = []
-    for token in tokens:
-        totp = pyotp.TOTP(
-            base64.b32encode(token.seed).decode(), digits=6, interval=30, digest=hashlib.sha1
+OTP_MAX_RATE = 15_000  # checks/s the bodies must last for, over the measured run
+
+
+def otp_rounds(tokens: int, duration: float) -> int:
+    """Codes per token so that wrk, at up to ``OTP_MAX_RATE``, never sends one twice."""
+    return max(2, -(-int(OTP_MAX_RATE * duration) // tokens))
+
+
+def otp_verify_bodies(tokens: list[OtpToken], rounds: int) -> list[bytes]:
+    """``rounds`` valid codes per token, never one twice: round r carries every token's
+    HOTP code for counter r (RFC 4226), so a token's next code comes ``len(tokens)``
+    requests after its last one and the codes of a token arrive in order. Each body is a
+    check of a valid code that the vault accepts (until wrk runs out and starts over)."""
+    generators = [pyotp.HOTP(base64.b32encode(t.seed).decode(), digits=6) for t in tokens]
+    return [
+        encode(
+            {
+                "encrypted_seed": token.encrypted_seed,
+                **_otp_identity(token.serial),
+                "otp": hotp.at(counter),
+            }
         )
-        bodies.append(
-            encode(
-                {
-                    "encrypted_seed": token.encrypted_seed,
-                    **_otp_identity(token.serial),
-                    "otp": totp.at(at),
-                    "window": 1,
-                }
-            )
-        )
-    return bodies
+        for counter in range(rounds)
+        for token, hotp in zip(tokens, generators, strict=True)
+    ]

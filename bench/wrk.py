@@ -107,8 +107,10 @@ def run(
     verdicts: bool = False,
     log_path: Path | None = None,
     server_pgid: int | None = None,
+    warmup_bodies: Sequence[bytes] | None = None,
 ) -> WrkResult:
-    """A warm-up run (discarded), then the measured run, both with the same requests.
+    """A warm-up run (discarded), then the measured run, both with the same requests
+    unless ``warmup_bodies`` are given for the warm-up.
 
     Bodies and headers go to files in a private temporary directory, so the token never
     shows on a command line.
@@ -116,8 +118,10 @@ def run(
     exe = wrk_path()
     with tempfile.TemporaryDirectory(prefix="hsm-vault-bench-") as tmp:
         bodies_file = Path(tmp) / "bodies.jsonl"
+        warmup_file = Path(tmp) / "warmup.jsonl"
         headers_file = Path(tmp) / "headers.txt"
         bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+        warmup_file.write_bytes(b"\n".join(warmup_bodies or bodies) + b"\n")
         fd = os.open(headers_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.writelines(f"{name}: {value}\n" for name, value in headers.items())
@@ -128,7 +132,7 @@ def run(
             "BENCH_VERDICTS": "1" if verdicts else "0",
         }
 
-        def once(seconds: float) -> str:
+        def once(seconds: float, bodies_path: Path) -> str:
             argv = [
                 exe,
                 f"-t{threads}",
@@ -143,7 +147,7 @@ def run(
             ]
             done = subprocess.run(
                 argv,
-                env=env,
+                env={**env, "BENCH_BODIES": str(bodies_path)},
                 capture_output=True,
                 text=True,
                 timeout=seconds + 30,
@@ -154,9 +158,9 @@ def run(
             return done.stdout
 
         if warmup > 0:
-            once(warmup)
+            once(warmup, warmup_file)
         meter = CpuMeter(server_pgid)
-        output = once(duration)
+        output = once(duration, bodies_file)
         cpu = meter.stop()
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)

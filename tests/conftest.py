@@ -343,13 +343,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a PostgreSQL database of its own carries the ``postgres`` marker,
-    so ``-m 'not postgres'`` leaves them out (``make test``'s PostgreSQL pass does: they ran
-    in the first)."""
+    and every test on a SQLite database of its own the ``first_pass_only`` marker: the
+    session's database is not theirs, so ``make test``'s PostgreSQL pass, which deselects
+    both, would only run them again."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         callspec = getattr(item, "callspec", None)
-        on_pg = "pg_database" in fixtures or (
-            callspec is not None and callspec.params.get("database_url") == "postgresql"
-        )
-        if on_pg:
+        own = callspec.params.get("database_url") if callspec is not None else None
+        if "pg_database" in fixtures or own == "postgresql":
             item.add_marker(pytest.mark.postgres)
+        elif own == "sqlite":
+            item.add_marker(pytest.mark.first_pass_only)

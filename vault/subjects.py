@@ -63,6 +63,8 @@ class SubjectFormat:
         return value if isinstance(value, str) and value else None
 
     def _json(self, text: str) -> Any:
+        if not text.startswith("{"):  # no canonical object: spare the parser's exception
+            return None
         try:
             document = json.loads(text, object_pairs_hook=_unique)
         except (ValueError, RecursionError):

@@ -21,7 +21,7 @@ from tests.conftest import Server
 from tests.e2e.replicas import DEADLINE, HotpToken, b64, fresh_client, health, wait_for
 from tests.e2e.test_metrics import scrape, value
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.first_pass_only]  # HSM faults: any database
 
 
 class Faulty:

@@ -16,7 +16,7 @@ from tests.certs import issue
 from tests.conftest import Server
 from tests.e2e.trust_support import b64, headers, record_of, share_ad, token
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.first_pass_only]  # TLS: any database
 ENCRYPT = "/v1/transit/encrypt/backup-share"
 BODY = {"plaintext": b64(b"x"), "associated_data": share_ad("u-tls")}
 
