@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 import httpx
 
@@ -46,6 +47,7 @@ from bench.servers import (
 )
 from vault.errors import VaultError
 
+_St = TypeVar("_St", bound=Step[Any])
 RESULTS = ROOT / "bench" / "results"
 LOGS = RESULTS / "logs"
 QUIET_BUDGET = 60.0  # at most this long, in all, waiting for other load to go away
@@ -66,6 +68,10 @@ class Options:
     fresh_var: bool
     vault_workers: int
     replica_workers: int
+    scenarios: tuple[str, ...] = ()  # empty: every scenario
+
+    def wanted(self, steps: list[_St]) -> list[_St]:
+        return [s for s in steps if not self.scenarios or s.name in self.scenarios]
 
 
 @dataclass(slots=True)
@@ -108,6 +114,12 @@ def _parse(argv: list[str] | None) -> Options:
         default=max(1, (os.cpu_count() or 2) // 2),
         help="workers of each replica in the replicas part (default: half the cores)",
     )
+    parser.add_argument(
+        "--scenarios",
+        default="",
+        help="comma-separated scenarios to run (encrypt, decrypt, batch-encrypt, hmac, sign, "
+        "verify, otp-verify); all by default",
+    )
     a = parser.parse_args(argv)
     return Options(
         duration=a.duration,
@@ -121,6 +133,7 @@ def _parse(argv: list[str] | None) -> Options:
         fresh_var=a.fresh_var,
         vault_workers=a.vault_workers,
         replica_workers=a.replica_workers,
+        scenarios=tuple(s.strip() for s in a.scenarios.split(",") if s.strip()),
     )
 
 
@@ -283,7 +296,7 @@ def _replicas(run: Run, payloads: Payloads, tokens: plans.VaultTokens) -> None:
         for s in plans.vault(
             payloads, tokens, opts.otp_tokens, opts.otp_import_seconds, opts.duration, opts.warmup
         )
-        if s.name in replicas.SCENARIOS
+        if s.name in replicas.SCENARIOS and (not opts.scenarios or s.name in opts.scenarios)
     ]
     try:
         db = replicas.PgDatabase()
@@ -402,7 +415,7 @@ def _main(opts: Options, scratch: Path) -> int:
                     f"bare Litestar endpoint on {name}",
                     f"bare-{name}",
                     functools.partial(start_bare, LOGS, name),
-                    plans.bare(payloads, backup),
+                    opts.wanted(plans.bare(payloads, backup)),
                 ),
             )
     tokens = plans.VaultTokens(
@@ -411,8 +424,15 @@ def _main(opts: Options, scratch: Path) -> int:
         otp=scenarios.token_header(settings, "token-management"),
     )
     if "vault" in opts.parts:
-        steps = plans.vault(
-            payloads, tokens, opts.otp_tokens, opts.otp_import_seconds, opts.duration, opts.warmup
+        steps = opts.wanted(
+            plans.vault(
+                payloads,
+                tokens,
+                opts.otp_tokens,
+                opts.otp_import_seconds,
+                opts.duration,
+                opts.warmup,
+            )
         )
         start = functools.partial(start_vault, LOGS, opts.vault_workers)
         label = f"hsm-vault ({opts.vault_workers} workers)"
@@ -421,7 +441,7 @@ def _main(opts: Options, scratch: Path) -> int:
         _replicas(run, payloads, tokens)
     if "openbao" in opts.parts:
         home = scratch / "bao-home"
-        steps_bao = plans.openbao(payloads, run.server_notes)
+        steps_bao = opts.wanted(plans.openbao(payloads, run.server_notes))
         start_bao = functools.partial(OpenBao, LOGS, home)
         _campaign(run, Plan("OpenBao 2.7 Transit", report.OPENBAO, start_bao, steps_bao))
 
