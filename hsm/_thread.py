@@ -98,9 +98,9 @@ class HsmThread:
 
     # -- caller side -----------------------------------------------------------------------
 
-    async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
-        """Run ``job``. A caller that stops waiting (its time limit passed) cancels the
-        future: a job that has not started by then is skipped."""
+    def run_now(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> tuple[bool, T | None]:
+        """Run ``job`` inline if it may (see the module's doc): ``(True, result)``, or
+        ``(False, None)`` when it must go to the HSM thread (``run``)."""
         if (
             calls <= INLINE_MAX_CALLS
             and self._inline
@@ -112,9 +112,17 @@ class HsmThread:
             finally:
                 self._lock.release()
             if ok:
-                return value  # type: ignore[no-any-return]
+                return True, value
             if value is not _ON_THREAD:
                 raise value
+        return False, None
+
+    async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
+        """Run ``job``. A caller that stops waiting (its time limit passed) cancels the
+        future: a job that has not started by then is skipped."""
+        ran, value = self.run_now(job, calls=calls)
+        if ran:
+            return value  # type: ignore[return-value]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((job, future, loop, calls))

@@ -187,6 +187,12 @@ class JobRunner(Protocol):
         Cancelling the caller skips a job that has not started yet."""
         ...
 
+    def run_now(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> tuple[bool, T | None]:
+        """``(True, result)`` when ``job`` could run at once on the calling thread (a short
+        job, the lock free, the HSM fast: ``run`` would have run it inline too); its errors
+        are raised. ``(False, None)``: nothing ran; ``run`` it."""
+        ...
+
     def run_sync(self, job: Callable[[HsmOps], T], *, fresh: bool = False) -> T:
         """Run ``job`` on the calling thread. ``fresh``: read the token afresh first, so the
         job sees every object other processes made (SoftHSM 2.6 may hide them otherwise)."""

@@ -45,8 +45,13 @@ class Hsm:
         self.timeout = timeout
 
     async def run(self, job: Callable[[HsmOps], T], *, calls: int = 1) -> T:
-        """Run ``job``; ``calls`` is about how many HSM calls it makes (many: never inline)."""
+        """Run ``job``; ``calls`` is about how many HSM calls it makes (many: never inline).
+        A job that runs inline has no time limit to keep: it is done before anything could
+        interrupt it."""
         try:
+            ran, value = self.runner.run_now(job, calls=calls)
+            if ran:
+                return value  # type: ignore[return-value]
             async with asyncio.timeout(self.timeout):
                 return await self.runner.run(job, calls=calls)
         except TimeoutError:

@@ -146,6 +146,9 @@ class FakeHsm:
     async def run(self, job: Callable[[Any], T], *, calls: int = 1) -> T:
         return self.run_sync(job)
 
+    def run_now(self, job: Callable[[Any], T], *, calls: int = 1) -> tuple[bool, T | None]:
+        return True, self.run_sync(job)
+
     def run_sync(self, job: Callable[[Any], T], *, fresh: bool = False) -> T:
         if self._closed:
             raise HsmUnavailable()

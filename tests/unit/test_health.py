@@ -20,6 +20,9 @@ class _DownHsm(FakeHsm):
     async def run(self, job: Any, *, calls: int = 1) -> Any:
         raise HsmUnavailable()
 
+    def run_now(self, job: Any, *, calls: int = 1) -> tuple[bool, Any]:
+        raise HsmUnavailable()
+
 
 def _client(hsm: Any, database_url: str) -> TestClient[Any]:
     vault = SimpleNamespace(
