@@ -472,3 +472,34 @@ def test_two_processes_checkpointing_at_once_extend_the_chain_once(
     assert sorted(outcomes, key=lambda o: o or 0) == [None, 5]
     assert len(chain.store.checkpoints()) == 1
     assert check(chain).findings == []
+
+
+def test_a_commit_that_never_ends_fails_the_request_closed(
+    chain: AuditChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No request hangs on its record: past twice the database's time limit it fails with
+    StoreUnavailable (the gate's 503), and a later record commits once the store answers."""
+    from vault.errors import StoreUnavailable  # noqa: PLC0415
+
+    monkeypatch.setattr(chain.store.db, "timeout", 0.1)
+    stuck = asyncio.Event()
+
+    async def never(drafts):  # type: ignore[no-untyped-def]
+        await stuck.wait()
+
+    async def scenario() -> float:
+        with monkeypatch.context() as m:
+            m.setattr(type(chain.store), "writes_now", property(lambda self: False))
+            m.setattr(chain.store, "append_async", never)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(StoreUnavailable):
+                await chain.append(request(1), 1.0)
+            waited = asyncio.get_running_loop().time() - started
+            stuck.set()
+            await asyncio.sleep(0)
+        await chain.append(request(2), 2.0)
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert 0.15 <= waited < 1.0
+    assert chain.store.head().seq == 1
