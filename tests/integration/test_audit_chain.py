@@ -479,7 +479,7 @@ def test_a_commit_that_never_ends_fails_the_request_closed(
 ) -> None:
     """No request hangs on its record: past twice the database's time limit it fails with
     StoreUnavailable (the gate's 503), and a later record commits once the store answers."""
-    from vault.errors import StoreUnavailable  # noqa: PLC0415
+    from vault.errors import StoreUnavailable
 
     monkeypatch.setattr(chain.store.db, "timeout", 0.1)
     stuck = asyncio.Event()
