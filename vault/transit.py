@@ -143,7 +143,8 @@ class Transit:
         job, calls = Envelope.unwrap_job(key, parsed)
         deks = await self.hsm.run(job, calls=calls)
         failed: dict[int, bytes] = {}  # item -> the object id of the version it names
-        for i, (item, p, dek, aead) in enumerate(zip(items, parsed, deks, openers(deks), strict=True)):
+        opened = zip(items, parsed, deks, openers(deks), strict=True)
+        for i, (item, p, dek, aead) in enumerate(opened):
             if out[i] is not None:
                 continue
             if isinstance(dek, VaultError):
