@@ -76,15 +76,20 @@ class Transit:
         key = await self.registry.get(name, newest=max([key_version or 0, *named]) or None)
         _require(key, "encryption", operation)
         plan: list[KeyVersion | VaultError] = []
+        chosen: dict[int | None, KeyVersion] = {}  # the items of a batch mostly ask alike
         for item in items:
             if isinstance(item, VaultError):
                 plan.append(item)
                 continue
-            try:
-                wanted = item.key_version if item.key_version is not None else key_version
-                plan.append(key.version_to_use(wanted))
-            except VaultError as exc:
-                plan.append(exc)
+            wanted = item.key_version if item.key_version is not None else key_version
+            picked = chosen.get(wanted)
+            if picked is None:
+                try:
+                    picked = chosen[wanted] = key.version_to_use(wanted)
+                except VaultError as exc:
+                    plan.append(exc)
+                    continue
+            plan.append(picked)
         versions = [v for v in plan if isinstance(v, KeyVersion)]
         if not versions:
             return [p for p in plan if isinstance(p, VaultError)]
