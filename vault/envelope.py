@@ -70,6 +70,7 @@ def context(key_name: str, version: int, fmt: int = FORMAT_V1) -> bytes:
 
 
 def context_v2(key_name: str, version: int) -> bytes:
+    """Format 0x02's context: another tag, so no blob authenticates under the other format."""
     return _context(_CONTEXT_TAG_V2, key_name, version)
 
 
@@ -155,7 +156,7 @@ class BatchSealer:
         self._aead = AESGCM(wrapped.dek)
         self._context = context_v2(key.name, version)
         self._head = bytes([FORMAT_V2]) + wrapped.nonce + wrapped.wrapped
-        self._prefix = f"vault:v{version}:"
+        self._prefix = versioned(version, "")  # "vault:v<N>:"
         self._sealed = 0
 
     @property
