@@ -121,7 +121,27 @@ def _decoded(value: str | msgspec.UnsetType | None, field: str) -> bytes:
     return b64decode(value, field) if isinstance(value, str) else _EMPTY
 
 
-def _encrypt_item(item: BatchItem | EncryptBody, single: bool = False) -> EncryptItem | VaultError:
+class _AssociatedData:
+    """The ``associated_data`` of one request's items, each distinct value decoded once (the
+    items of a batch usually share theirs: one user, one public key)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[str, bytes] = {}
+
+    def __call__(self, value: str | None) -> bytes:
+        if not isinstance(value, str):
+            return _EMPTY
+        decoded = self._seen.get(value)
+        if decoded is None:
+            decoded = self._seen[value] = b64decode(value, "associated_data")
+        return decoded
+
+
+def _encrypt_item(
+    item: BatchItem | EncryptBody, single: bool = False, ad: _AssociatedData | None = None
+) -> EncryptItem | VaultError:
     # Vault: a single request's ``"plaintext": null`` is the empty message; a batch item
     # without plaintext is an error.
     if item.plaintext is None and not single:  # a batch item without plaintext
@@ -129,19 +149,21 @@ def _encrypt_item(item: BatchItem | EncryptBody, single: bool = False) -> Encryp
     try:
         return EncryptItem(
             _decoded(item.plaintext, "plaintext"),
-            _decoded(item.associated_data, "associated_data"),
+            (ad or _AssociatedData())(item.associated_data),
             item.key_version,
         )
     except VaultError as exc:
         return exc
 
 
-def _decrypt_item(item: BatchItem | EncryptBody) -> DecryptItem | VaultError:
+def _decrypt_item(
+    item: BatchItem | EncryptBody, ad: _AssociatedData | None = None
+) -> DecryptItem | VaultError:
     if not item.ciphertext:
         return BadRequest("missing ciphertext to decrypt")
     try:
         return DecryptItem(
-            item.ciphertext, _decoded(item.associated_data, "associated_data"), item.key_version
+            item.ciphertext, (ad or _AssociatedData())(item.associated_data), item.key_version
         )
     except VaultError as exc:
         return exc
@@ -337,8 +359,9 @@ class TransitController(Controller):
             )
             _used_version(call, one)
             return ok(_encrypted(_single(one[0])))
+        ad = _AssociatedData()
         results = await vault.transit.encrypt(
-            name, [_encrypt_item(i) for i in batch], data.key_version
+            name, [_encrypt_item(i, ad=ad) for i in batch], data.key_version
         )
         _used_version(call, results)
         return _batch_reply(
@@ -364,7 +387,8 @@ class TransitController(Controller):
         if batch is None:
             result = await vault.transit.decrypt(name, [_decrypt_item(data)])
             return ok({"plaintext": b64encode(_single(result[0]))}, secret=True)
-        results = await vault.transit.decrypt(name, [_decrypt_item(i) for i in batch])
+        ad = _AssociatedData()
+        results = await vault.transit.decrypt(name, [_decrypt_item(i, ad) for i in batch])
         return _batch_reply(
             call,
             batch,
@@ -389,7 +413,8 @@ class TransitController(Controller):
             result = await vault.transit.rewrap(name, [_decrypt_item(data)], data.key_version)
             _used_version(call, result)
             return ok(_encrypted(_single(result[0])))
-        items = [_decrypt_item(i) for i in batch]
+        ad = _AssociatedData()
+        items = [_decrypt_item(i, ad) for i in batch]
         results = await vault.transit.rewrap(name, items, data.key_version)
         _used_version(call, results)
         return _batch_reply(call, batch, [_encrypted(r) for r in results], failures_fail=False)

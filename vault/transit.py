@@ -1,6 +1,8 @@
 """Transit operations on keys: encrypt, decrypt, rewrap, data keys, random bytes.
 
 Batches keep their order and fail item by item; the HSM work of a whole call is one job.
+A batch of more than one item is sealed in format 0x02 (``vault.envelope``): one data key
+per key version it uses, wrapped once; its decryption unwraps each distinct data key once.
 """
 
 from __future__ import annotations
@@ -9,7 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hsm import HsmOps
-from vault.envelope import DATAKEY_BITS, EncryptItem, Envelope, ParsedCiphertext, parse
+from vault.envelope import (
+    DATAKEY_BITS,
+    FORMAT_V2,
+    BatchSealers,
+    EncryptItem,
+    Envelope,
+    ParsedCiphertext,
+    openers,
+    parse,
+)
 from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext, VaultError
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion
@@ -58,35 +69,62 @@ class Transit:
         key_version: int | None = None,
         operation: str = "encrypt",
     ) -> list[Encrypted | VaultError]:
-        """Encrypt each item under its own fresh data key; ``key_version`` (or an item's own)
-        picks the wrapping version, the latest by default."""
+        """Encrypt the items; ``key_version`` (or an item's own) picks the wrapping version,
+        the latest by default. A single item gets a data key of its own (format 0x01); more
+        than one share one data key per version (format 0x02), each under its own nonce."""
         named = [i.key_version for i in items if isinstance(i, EncryptItem) and i.key_version]
         key = await self.registry.get(name, newest=max([key_version or 0, *named]) or None)
         _require(key, "encryption", operation)
         plan: list[KeyVersion | VaultError] = []
+        chosen: dict[int | None, KeyVersion] = {}  # the items of a batch mostly ask alike
         for item in items:
             if isinstance(item, VaultError):
                 plan.append(item)
                 continue
-            try:
-                wanted = item.key_version if item.key_version is not None else key_version
-                plan.append(key.version_to_use(wanted))
-            except VaultError as exc:
-                plan.append(exc)
+            wanted = item.key_version if item.key_version is not None else key_version
+            picked = chosen.get(wanted)
+            if picked is None:
+                try:
+                    picked = chosen[wanted] = key.version_to_use(wanted)
+                except VaultError as exc:
+                    plan.append(exc)
+                    continue
+            plan.append(picked)
         versions = [v for v in plan if isinstance(v, KeyVersion)]
         if not versions:
             return [p for p in plan if isinstance(p, VaultError)]
-        self.wraps.charge(key, versions)
-        job = Envelope.wrap_job(key, versions)
-        _, wrapped = await self.hsm.run(job, calls=len(versions))
+        if len(versions) == 1:  # one message: a data key of its own (format 0x01)
+            return await self._encrypt_one(key, items, plan, versions[0])
+        to_wrap = BatchSealers.plan(versions)
+        self.wraps.charge(key, to_wrap)
+        job = Envelope.wrap_job(key, to_wrap, fmt=FORMAT_V2)
+        _, wrapped = await self.hsm.run(job, calls=len(to_wrap))
+        sealers = BatchSealers(key, to_wrap, wrapped)
         out: list[Encrypted | VaultError] = []
-        it = iter(wrapped)
         for item, version in zip(items, plan, strict=True):
             if isinstance(version, VaultError):
                 out.append(version)
                 continue
             assert isinstance(item, EncryptItem)
-            sealed = Envelope.seal(key, version.version, next(it), item)
+            out.append(Encrypted(sealers.seal(version.version, item), version.version))
+        return out
+
+    async def _encrypt_one(
+        self,
+        key: Key,
+        items: Sequence[EncryptItem | VaultError],
+        plan: list[KeyVersion | VaultError],
+        version: KeyVersion,
+    ) -> list[Encrypted | VaultError]:
+        self.wraps.charge(key, [version])
+        _, [wrapped] = await self.hsm.run(Envelope.wrap_job(key, [version]))
+        out: list[Encrypted | VaultError] = []
+        for item, planned in zip(items, plan, strict=True):
+            if isinstance(planned, VaultError):
+                out.append(planned)
+                continue
+            assert isinstance(item, EncryptItem)
+            sealed = Envelope.seal(key, version.version, wrapped, item)
             out.append(Encrypted(sealed, version.version))
         return out
 
@@ -107,9 +145,11 @@ class Transit:
         newest = max((p.version for p in parsed if p is not None), default=None)
         key = await self.registry.get(name, newest=newest)
         _require(key, "decryption", operation)
-        deks = await self.hsm.run(Envelope.unwrap_job(key, parsed), calls=len(parsed))
+        job, calls = Envelope.unwrap_job(key, parsed)
+        deks = await self.hsm.run(job, calls=calls)
         failed: dict[int, bytes] = {}  # item -> the object id of the version it names
-        for i, (item, p, dek) in enumerate(zip(items, parsed, deks, strict=True)):
+        opened = zip(items, parsed, deks, openers(deks), strict=True)
+        for i, (item, p, dek, aead) in enumerate(opened):
             if out[i] is not None:
                 continue
             if isinstance(dek, VaultError):
@@ -118,7 +158,7 @@ class Transit:
             assert isinstance(item, DecryptItem)
             assert p is not None
             assert dek is not None
-            out[i] = Envelope.open(key, p, dek, item.associated_data)
+            out[i] = Envelope.open(key, p, dek, item.associated_data, aead)
             if out[i] is None:  # the data key or the payload did not authenticate
                 failed[i] = key.versions[p.version].object_id()
         if failed:

@@ -124,6 +124,54 @@ def test_batch_rules(server: Server, key: str) -> None:
         assert empty.status_code == 400
 
 
+def test_a_batch_shares_one_data_key_and_each_item_decrypts_alone(server: Server, key: str) -> None:
+    """Format 0x02 over HTTP: Vault's batch shape, references echoed, per-item associated
+    data, and every item decryptable on its own or in a batch in another order."""
+    plaintexts = [f"item {i}".encode() for i in range(5)]
+    ads = [b"user-1", b"user-1", b"user-2", b"", b"user-1"]
+    batch = []
+    for i, (p, ad) in enumerate(zip(plaintexts, ads, strict=True)):
+        item: dict[str, object] = {"plaintext": b64(p), "reference": f"r{i}"}
+        if ad:
+            item["associated_data"] = b64(ad)
+        batch.append(item)
+    with server.client("transit-conformance") as c:
+        r = c.post(f"/v1/transit/encrypt/{key}", json={"batch_input": batch})
+        assert r.status_code == 200, r.text
+        results = r.json()["data"]["batch_results"]
+        assert [sorted(x) for x in results] == [["ciphertext", "key_version", "reference"]] * 5
+        assert [x["reference"] for x in results] == [f"r{i}" for i in range(5)]
+        blobs = [base64.b64decode(x["ciphertext"].split(":")[2]) for x in results]
+        assert {b[0] for b in blobs} == {0x02}
+        assert len({b[1:61] for b in blobs}) == 1  # one wrapped data key for the batch
+        for x, p, ad in zip(results, plaintexts, ads, strict=True):
+            one = c.post(
+                f"/v1/transit/decrypt/{key}",
+                json={"ciphertext": x["ciphertext"], "associated_data": b64(ad)},
+            )
+            assert one.status_code == 200, one.text
+            assert base64.b64decode(one.json()["data"]["plaintext"]) == p
+        order = [4, 2, 0, 3, 1]
+        back = c.post(
+            f"/v1/transit/decrypt/{key}",
+            json={
+                "batch_input": [
+                    {"ciphertext": results[i]["ciphertext"], "associated_data": b64(ads[i])}
+                    for i in order
+                ]
+            },
+        )
+        assert back.status_code == 200, back.text
+        got = back.json()["data"]["batch_results"]
+        assert [base64.b64decode(x["plaintext"]) for x in got] == [plaintexts[i] for i in order]
+        swapped = c.post(  # item 0's ciphertext with item 2's associated data
+            f"/v1/transit/decrypt/{key}",
+            json={"ciphertext": results[0]["ciphertext"], "associated_data": b64(ads[2])},
+        )
+        assert swapped.status_code == 400
+        assert swapped.json() == {"errors": ["invalid ciphertext: message authentication failed"]}
+
+
 def test_encrypt_creates_a_missing_key_for_a_caller_that_may_create(server: Server) -> None:
     name = f"conformance-{uuid.uuid4().hex[:10]}"
     with server.client("transit-conformance") as c:

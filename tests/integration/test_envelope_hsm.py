@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.key_doubles import IvWritingKey, token_calls, wrapped_keys
-from vault.envelope import HEADER_BYTES, NONCE_BYTES, EncryptItem
+from vault.envelope import FORMAT_V2, HEADER_BYTES, HEADER_V2_BYTES, NONCE_BYTES, EncryptItem
 from vault.errors import InvalidCiphertext, KeyVersionUnavailable, VaultError
 from vault.transit import DecryptItem
 
@@ -163,3 +163,127 @@ def test_a_module_that_writes_its_own_iv_round_trips(runtime, key: str) -> None:
 
 def run_datakey(runtime, key: str):  # type: ignore[no-untyped-def]
     return asyncio.run(runtime.transit.datakey(key, 256, b""))
+
+
+# -- format 0x02: batches on the real token ------------------------------------------------
+
+
+def _encrypt_batch(rt, name: str, plaintexts: list[bytes], ad: bytes, versions=None) -> list[str]:  # type: ignore[no-untyped-def]
+    items = [
+        EncryptItem(p, ad, versions[i] if versions else None) for i, p in enumerate(plaintexts)
+    ]
+    results = asyncio.run(rt.transit.encrypt(name, items))
+    assert not any(isinstance(r, VaultError) for r in results), results
+    return [str(r.ciphertext) for r in results]
+
+
+def _decrypt_batch(rt, name: str, cts: list[str], ad: bytes) -> list[bytes | VaultError]:  # type: ignore[no-untyped-def]
+    return asyncio.run(rt.transit.decrypt(name, [DecryptItem(c, ad) for c in cts]))  # type: ignore[no-any-return]
+
+
+def _blob(ct: str) -> bytes:
+    return base64.b64decode(ct.rpartition(":")[2])
+
+
+def _with_blob(ct: str, blob: bytes) -> str:
+    return f"{ct.rpartition(':')[0]}:{base64.b64encode(blob).decode()}"
+
+
+def test_a_batch_is_one_wrap_and_one_unwrap_on_the_token(runtime, key: str) -> None:  # type: ignore[no-untyped-def]
+    plaintexts = [f"share {i}".encode() * 10 for i in range(100)]
+    with token_calls(runtime) as calls:
+        cts = _encrypt_batch(runtime, key, plaintexts, b"user-7")
+    assert dict(calls) == {"encrypt": 1}
+    assert {_blob(c)[0] for c in cts} == {FORMAT_V2}
+    assert len({_blob(c)[1:HEADER_BYTES] for c in cts}) == 1
+    assert len({_blob(c)[HEADER_BYTES:HEADER_V2_BYTES] for c in cts}) == 100
+    with token_calls(runtime) as calls:
+        assert _decrypt_batch(runtime, key, cts, b"user-7") == plaintexts
+    assert dict(calls) == {"decrypt": 1}
+    for i in (0, 57, 99):  # each item alone
+        assert _decrypt(runtime, key, cts[i], b"user-7") == plaintexts[i]
+
+
+def test_mixed_versions_in_a_batch_on_the_token(runtime) -> None:  # type: ignore[no-untyped-def]
+    name = f"mixed-{uuid.uuid4().hex[:8]}"
+    runtime.registry.create_sync(name, "aes256-gcm96")
+    runtime.registry.rotate_sync(name)
+    versions = [1, 2, 2, 1, 2]
+    plaintexts = [bytes([i]) * 33 for i in range(5)]
+    with token_calls(runtime) as calls:
+        cts = _encrypt_batch(runtime, name, plaintexts, b"ad", versions)
+    assert dict(calls) == {"encrypt": 2}
+    assert [c.split(":")[1] for c in cts] == [f"v{v}" for v in versions]
+    with token_calls(runtime) as calls:
+        assert _decrypt_batch(runtime, name, cts, b"ad") == plaintexts
+    assert dict(calls) == {"decrypt": 2}
+
+
+def test_every_single_byte_change_of_a_batch_item_fails(runtime, key: str) -> None:  # type: ignore[no-untyped-def]
+    ad = b"user-1|pk"
+    cts = _encrypt_batch(runtime, key, [b"the third share of a wallet key", b"sibling"], ad)
+    raw = _blob(cts[0])
+    for i in range(len(raw)):
+        tampered = bytearray(raw)
+        tampered[i] ^= 0x01 if i else 0x03  # the format byte: 0x02 -> 0x01
+        results = _decrypt_batch(runtime, key, [_with_blob(cts[0], bytes(tampered)), cts[1]], ad)
+        assert isinstance(results[0], InvalidCiphertext), i
+        assert str(results[0]) == "invalid ciphertext: message authentication failed"
+        assert results[1] == b"sibling"
+    assert isinstance(_decrypt(runtime, key, cts[0], b"other"), InvalidCiphertext)
+
+
+def test_a_tampered_batch_item_costs_the_same_whichever_part(runtime, key: str) -> None:  # type: ignore[no-untyped-def]
+    [ct, _] = _encrypt_batch(runtime, key, [b"the third share", b"another"], b"ad")
+    raw = _blob(ct)
+
+    def tampered(index: int) -> str:
+        changed = bytearray(raw)
+        changed[index] ^= 0x01
+        return _with_blob(ct, bytes(changed))
+
+    _decrypt(runtime, key, tampered(-1), b"ad")  # the per-process canary exists from here on
+    costs = {}
+    for part, index in (
+        ("wrap iv", 1),
+        ("wrapped data key", 1 + NONCE_BYTES + 5),
+        ("item nonce", HEADER_BYTES + 2),
+        ("payload", HEADER_V2_BYTES + 3),
+        ("tag", len(raw) - 1),
+    ):
+        with token_calls(runtime) as calls:
+            result = _decrypt(runtime, key, tampered(index), b"ad")
+        assert isinstance(result, InvalidCiphertext), part
+        costs[part] = dict(calls)
+    assert all(cost == {"decrypt": 2} for cost in costs.values()), costs
+
+
+def test_format_1_ciphertexts_and_rewrap_of_format_2(runtime) -> None:  # type: ignore[no-untyped-def]
+    name = f"rewrap-{uuid.uuid4().hex[:8]}"
+    runtime.registry.create_sync(name, "aes256-gcm96")
+    old = _encrypt(runtime, name, b"made one at a time", b"ad")
+    assert _blob(old)[0] == 0x01
+    cts = _encrypt_batch(runtime, name, [b"r1", b"r2", b"r3"], b"ad")
+    runtime.registry.rotate_sync(name)
+    items = [DecryptItem(c, b"ad") for c in [*cts, old]]
+    with token_calls(runtime) as calls:
+        again = asyncio.run(runtime.transit.rewrap(name, items))
+    assert dict(calls) == {"decrypt": 2, "encrypt": 1}  # two data keys in, one out
+    made = [str(r.ciphertext) for r in again]
+    assert all(c.startswith("vault:v2:") and _blob(c)[0] == FORMAT_V2 for c in made)
+    assert _decrypt_batch(runtime, name, made, b"ad") == [
+        b"r1",
+        b"r2",
+        b"r3",
+        b"made one at a time",
+    ]
+    assert _decrypt(runtime, name, old, b"ad") == b"made one at a time"
+
+
+def test_a_batch_on_a_module_that_writes_its_own_iv(runtime, key: str) -> None:  # type: ignore[no-untyped-def]
+    chosen: list[bytes] = []
+    with wrapped_keys(runtime, lambda k: IvWritingKey(k, chosen)):
+        cts = _encrypt_batch(runtime, key, [b"a", b"b", b"c"], b"ad")
+    assert len(chosen) == 1
+    assert {_blob(c)[1 : 1 + NONCE_BYTES] for c in cts} == {chosen[0]}
+    assert _decrypt_batch(runtime, key, cts, b"ad") == [b"a", b"b", b"c"]

@@ -7,26 +7,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from tests.unit.fake_hsm import UNATTENDED, FakeHsm, FakeOps, registry_over
+from vault import envelope
 from vault.envelope import (
     DEK_BYTES,
     FORMAT_V1,
+    FORMAT_V2,
     HEADER_BYTES,
+    HEADER_V2_BYTES,
     NONCE_BYTES,
     TAG_BYTES,
     WRAPPED_DEK_BYTES,
     EncryptItem,
     context,
+    context_v2,
     parse,
 )
 from vault.errors import (
@@ -611,3 +617,263 @@ def test_truncation_or_extension_fails(shared: Env, plaintext: bytes, data: st.D
     extra = data.draw(st.binary(min_size=1, max_size=16), label="extra")
     assert_invalid(shared.decrypt("prop-key", with_blob(ct, blob[:cut])))
     assert_invalid(shared.decrypt("prop-key", with_blob(ct, blob + extra)))
+
+
+# -- format 0x02: batches -----------------------------------------------------------------
+
+V2_ITEM_NONCE = slice(HEADER_BYTES, HEADER_V2_BYTES)
+V2_WRAP = slice(1, HEADER_BYTES)  # wrap IV and wrapped data key
+
+
+def encrypt_batch(
+    env: Env, name: str, plaintexts: list[bytes], ad: bytes = b"", versions: list[int] | None = None
+) -> list[str]:
+    items = [
+        EncryptItem(p, ad, versions[i] if versions else None) for i, p in enumerate(plaintexts)
+    ]
+    results = asyncio.run(env.transit.encrypt(name, items))
+    assert all(isinstance(r, Encrypted) for r in results), results
+    return [r.ciphertext for r in results if isinstance(r, Encrypted)]
+
+
+def decrypt_batch(env: Env, name: str, cts: list[str], ad: bytes = b"") -> list[bytes | VaultError]:
+    return asyncio.run(env.transit.decrypt(name, [DecryptItem(c, ad) for c in cts]))
+
+
+def spent(env: Env, before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in env.hsm.ops.calls.items() if v - before.get(k, 0)}
+
+
+def test_a_batch_round_trips_in_format_2(env: Env) -> None:
+    plaintexts = [f"share {i}".encode() for i in range(20)] + [b""]
+    cts = encrypt_batch(env, "backup-share", plaintexts, b"user-42")
+    blobs = [blob_of(c) for c in cts]
+    assert all(c.startswith("vault:v1:") for c in cts)
+    assert {b[0] for b in blobs} == {FORMAT_V2}
+    assert [len(b) for b in blobs] == [HEADER_V2_BYTES + len(p) + TAG_BYTES for p in plaintexts]
+    assert len({b[V2_WRAP] for b in blobs}) == 1  # one data key, wrapped once
+    assert len({b[V2_ITEM_NONCE] for b in blobs}) == len(blobs)  # a nonce per item
+    assert all(p not in b for p, b in zip(plaintexts[:-1], blobs[:-1], strict=True))
+    assert decrypt_batch(env, "backup-share", cts, b"user-42") == plaintexts
+
+
+def test_each_item_of_a_batch_decrypts_alone(env: Env) -> None:
+    plaintexts = [os.urandom(40) for _ in range(5)]
+    cts = encrypt_batch(env, "backup-share", plaintexts, b"ad")
+    for ct, plaintext in zip(reversed(cts), reversed(plaintexts), strict=True):
+        assert env.decrypt("backup-share", ct, b"ad") == plaintext
+
+
+def test_a_batch_makes_one_wrap_and_its_decryption_one_unwrap(env: Env) -> None:
+    before = dict(env.hsm.ops.calls)
+    cts = encrypt_batch(env, "backup-share", [bytes([i]) * 100 for i in range(100)])
+    assert spent(env, before) == {"encrypt_gcm": 1}
+    before = dict(env.hsm.ops.calls)
+    assert decrypt_batch(env, "backup-share", cts) == [bytes([i]) * 100 for i in range(100)]
+    assert spent(env, before) == {"decrypt_gcm": 1}
+
+
+def test_singles_and_one_item_batches_stay_format_1(env: Env) -> None:
+    assert blob_of(env.encrypt("backup-share", b"one"))[0] == FORMAT_V1
+    items: list[EncryptItem | VaultError] = [BadRequest("bad"), EncryptItem(b"only", b"")]
+    [error, made] = asyncio.run(env.transit.encrypt("backup-share", items))
+    assert isinstance(error, BadRequest)
+    assert isinstance(made, Encrypted)
+    assert blob_of(made.ciphertext)[0] == FORMAT_V1
+    datakey = asyncio.run(env.transit.datakey("backup-share", 256, b""))
+    assert blob_of(datakey.ciphertext)[0] == FORMAT_V1
+
+
+def test_mixed_versions_get_one_data_key_per_version(env: Env) -> None:
+    env.registry.rotate_sync("backup-share")
+    env.registry.rotate_sync("backup-share")
+    versions = [1, 3, 2, 3, 1, 3, 2]
+    plaintexts = [f"item {i}".encode() for i in range(len(versions))]
+    before = dict(env.hsm.ops.calls)
+    cts = encrypt_batch(env, "backup-share", plaintexts, b"ad", versions)
+    assert spent(env, before) == {"encrypt_gcm": 3}
+    assert [c.split(":")[1] for c in cts] == [f"v{v}" for v in versions]
+    wraps = {
+        v: {blob_of(c)[V2_WRAP] for c, w in zip(cts, versions, strict=True) if w == v}
+        for v in (1, 2, 3)
+    }
+    assert all(len(w) == 1 for w in wraps.values())
+    assert len(set().union(*wraps.values())) == 3
+    before = dict(env.hsm.ops.calls)
+    assert decrypt_batch(env, "backup-share", cts, b"ad") == plaintexts
+    assert spent(env, before) == {"decrypt_gcm": 3}
+
+
+def test_a_data_key_seals_at_most_its_bound_of_items(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(envelope, "MAX_ITEMS_PER_DATA_KEY", 3)
+    before = dict(env.hsm.ops.calls)
+    cts = encrypt_batch(env, "backup-share", [bytes([i]) for i in range(7)])
+    assert spent(env, before) == {"encrypt_gcm": 3}  # ceil(7 / 3) data keys
+    keys = Counter(blob_of(c)[V2_WRAP] for c in cts)
+    assert sorted(keys.values()) == [1, 3, 3]
+    assert decrypt_batch(env, "backup-share", cts) == [bytes([i]) for i in range(7)]
+
+
+def test_a_format_2_blob_made_from_the_spec_decrypts(env: Env) -> None:
+    """The layout of docs/envelope.md, built here by hand from the HSM key: it decrypts."""
+    version = env.registry.get_sync("backup-share").versions[1]
+    kek = env.hsm.ops.store[version.object_id()].secret
+    dek, wrap_iv, item_nonce = os.urandom(32), os.urandom(12), os.urandom(12)
+    name = b"backup-share"
+    ctx = (
+        b"hsm-vault/envelope/v2\x00" + len(name).to_bytes(2, "big") + name + (1).to_bytes(4, "big")
+    )
+    wrapped = AESGCM(kek).encrypt(wrap_iv, dek, ctx)
+    payload = AESGCM(dek).encrypt(item_nonce, b"by hand", ctx + b"ad")
+    blob = bytes([0x02]) + wrap_iv + wrapped + item_nonce + payload
+    ct = "vault:v1:" + base64.b64encode(blob).decode()
+    assert env.decrypt("backup-share", ct, b"ad") == b"by hand"
+    assert context_v2("backup-share", 1) == ctx
+    # The version 1 layout, by hand as well: the format this change keeps byte for byte.
+    ctx1 = ctx.replace(b"/v2\x00", b"/v1\x00")
+    wrapped1 = AESGCM(kek).encrypt(wrap_iv, dek, ctx1)
+    payload1 = AESGCM(dek).encrypt(bytes(12), b"old", ctx1 + b"ad")
+    old = "vault:v1:" + base64.b64encode(b"\x01" + wrap_iv + wrapped1 + payload1).decode()
+    assert env.decrypt("backup-share", old, b"ad") == b"old"
+
+
+V2_FIELDS = {
+    "format byte to 0x01": (0, 0x01 ^ 0x02),
+    "wrap iv": (1, 0x01),
+    "wrapped data key": (1 + NONCE_BYTES + 7, 0x80),
+    "wrapped data key tag": (HEADER_BYTES - 1, 0x01),
+    "item nonce": (HEADER_BYTES + 4, 0x01),
+    "payload": (HEADER_V2_BYTES + 2, 0x01),
+    "payload tag": (-1, 0x01),
+}
+
+
+@pytest.mark.parametrize(("index", "flip"), V2_FIELDS.values(), ids=V2_FIELDS.keys())
+def test_tampering_with_any_field_of_a_format_2_item_fails(env: Env, index: int, flip: int) -> None:
+    share = b"a share of forty bytes, more or less..."
+    cts = encrypt_batch(env, "backup-share", [share] * 3, b"ad")
+    blob = bytearray(blob_of(cts[1]))
+    blob[index] ^= flip
+    tampered = with_blob(cts[1], bytes(blob))
+    results = decrypt_batch(env, "backup-share", [cts[0], tampered, cts[2]], b"ad")
+    assert results[0] == results[2] == share
+    assert_invalid(results[1])
+
+
+def test_other_associated_data_fails_for_a_format_2_item(env: Env) -> None:
+    cts = encrypt_batch(env, "backup-share", [b"x", b"y"], b"user-1")
+    assert_invalid(env.decrypt("backup-share", cts[0], b"user-2"))
+    assert_invalid(env.decrypt("backup-share", cts[1], b""))
+
+
+def test_a_format_1_blob_relabelled_2_does_not_decrypt(env: Env) -> None:
+    ct = env.encrypt("backup-share", b"long enough to parse as a format-2 item", b"ad")
+    blob = bytearray(blob_of(ct))
+    blob[0] = FORMAT_V2
+    assert_invalid(env.decrypt("backup-share", with_blob(ct, bytes(blob)), b"ad"))
+
+
+def test_a_tampered_data_key_and_a_tampered_payload_cost_the_same_in_a_batch(env: Env) -> None:
+    cts = encrypt_batch(env, "backup-share", [b"one", b"two", b"three"], b"ad")
+    blob = blob_of(cts[2])
+    costs = []
+    for index in (1 + NONCE_BYTES + 3, HEADER_V2_BYTES + 1):
+        tampered = bytearray(blob)
+        tampered[index] ^= 0x01
+        jobs, before = env.hsm.jobs, dict(env.hsm.ops.calls)
+        results = decrypt_batch(
+            env, "backup-share", [with_blob(cts[2], bytes(tampered)), cts[0]], b"ad"
+        )
+        assert_invalid(results[0])
+        assert results[1] == b"one"
+        costs.append((env.hsm.jobs - jobs, spent(env, before)))
+    # The tampered data key is its own group: one unwrap for it, one for the good key.
+    assert costs[0] == (2, {"decrypt_gcm": 2, "key_works": 1})
+    assert costs[1] == (2, {"decrypt_gcm": 1, "key_works": 1})
+
+
+def test_every_item_of_a_data_key_that_did_not_unwrap_fails_alone(env: Env) -> None:
+    one = encrypt_batch(env, "backup-share", [b"a1", b"a2", b"a3"])
+    two = encrypt_batch(env, "backup-share", [b"b1", b"b2"])
+    tampered = []
+    for ct in one:
+        blob = bytearray(blob_of(ct))
+        blob[1 + NONCE_BYTES] ^= 0x01  # the same change to each: they still share a key
+        tampered.append(with_blob(ct, bytes(blob)))
+    before = dict(env.hsm.ops.calls)
+    mixed = [tampered[0], two[0], tampered[1], two[1], tampered[2]]
+    results = decrypt_batch(env, "backup-share", mixed)
+    assert spent(env, before) == {"decrypt_gcm": 2, "key_works": 1}
+    assert results[1] == b"b1"
+    assert results[3] == b"b2"
+    for i in (0, 2, 4):
+        assert_invalid(results[i])
+
+
+def test_a_failing_device_is_not_reported_as_a_bad_batch_item(env: Env) -> None:
+    class Failing(FakeOps):
+        def key_works(self, key_id: bytes, oaep_hash: str | None = None) -> bool:
+            return False
+
+    cts = encrypt_batch(env, "backup-share", [b"x", b"y"])
+    failing = Failing()
+    failing.store = env.hsm.ops.store
+    env.hsm.ops = failing
+    blob = bytearray(blob_of(cts[0]))
+    blob[-1] ^= 1
+    results = decrypt_batch(env, "backup-share", [with_blob(cts[0], bytes(blob)), cts[1]])
+    assert isinstance(results[0], HsmUnavailable)
+    assert results[1] == b"y"
+
+
+def test_format_1_and_2_items_decrypt_in_one_batch(env: Env) -> None:
+    single = env.encrypt("backup-share", b"single", b"ad")
+    batch = encrypt_batch(env, "backup-share", [b"b1", b"b2"], b"ad")
+    assert decrypt_batch(env, "backup-share", [batch[1], single, batch[0]], b"ad") == [
+        b"b2",
+        b"single",
+        b"b1",
+    ]
+
+
+def test_rewrap_of_format_2_items(env: Env) -> None:
+    cts = encrypt_batch(env, "backup-share", [b"r1", b"r2", b"r3"], b"ad")
+    env.registry.rotate_sync("backup-share")
+    before = dict(env.hsm.ops.calls)
+    items: list[DecryptItem | VaultError] = [DecryptItem(c, b"ad") for c in cts]
+    results = asyncio.run(env.transit.rewrap("backup-share", items))
+    assert spent(env, before) == {"decrypt_gcm": 1, "encrypt_gcm": 1}
+    again = [r.ciphertext for r in results if isinstance(r, Encrypted)]
+    assert len(again) == 3
+    assert all(c.startswith("vault:v2:") and blob_of(c)[0] == FORMAT_V2 for c in again)
+    assert decrypt_batch(env, "backup-share", again, b"ad") == [b"r1", b"r2", b"r3"]
+    [one] = asyncio.run(env.transit.rewrap("backup-share", [DecryptItem(cts[0], b"ad")]))
+    assert isinstance(one, Encrypted)
+    assert blob_of(one.ciphertext)[0] == FORMAT_V1
+    assert env.decrypt("backup-share", one.ciphertext, b"ad") == b"r1"
+
+
+def test_format_2_parse_needs_the_whole_header() -> None:
+    short = bytes([FORMAT_V2]) + bytes(HEADER_V2_BYTES - 1 + TAG_BYTES - 1)
+    with pytest.raises(InvalidCiphertext):
+        parse("vault:v1:" + _b64(short))
+    parsed = parse("vault:v1:" + _b64(short + b"\x00"))
+    assert parsed.format == FORMAT_V2
+    assert parsed.payload == bytes(TAG_BYTES)
+
+
+@_PROPERTY
+@given(plaintext=st.binary(max_size=64), data=st.data())
+def test_any_single_byte_change_of_a_format_2_item_fails(
+    shared: Env, plaintext: bytes, data: st.DataObject
+) -> None:
+    cts = encrypt_batch(shared, "prop-key", [plaintext, b"sibling"], b"ad")
+    blob = bytearray(blob_of(cts[0]))
+    index = data.draw(st.integers(min_value=0, max_value=len(blob) - 1), label="index")
+    flip = data.draw(st.integers(min_value=1, max_value=255), label="xor")
+    blob[index] ^= flip
+    results = decrypt_batch(shared, "prop-key", [with_blob(cts[0], bytes(blob)), cts[1]], b"ad")
+    assert_invalid(results[0])
+    assert results[1] == b"sibling"

@@ -225,6 +225,19 @@ def test_json_subjects(data: bytes, subject: str | None) -> None:
     assert JSON.subject(data) == subject
 
 
+def test_a_remembered_reading_is_the_reading_of_that_format_and_value() -> None:
+    """Readings of recent associated data are kept (a batch's items repeat theirs): the same
+    bytes read under another field or form, and a long value (never kept), read afresh."""
+    data = b'{"account":"a-1","user_id":"u-1"}'
+    assert [JSON.subject(data) for _ in range(3)] == ["u-1"] * 3
+    assert SubjectFormat("json", "account").subject(data) == "a-1"
+    assert KV.subject(data) is None
+    assert KV.subject(b"user_id=u-9;x=1") == "u-9"
+    assert SubjectFormat("kv", "user_id", "&").subject(b"user_id=u-9;x=1") == "u-9;x=1"
+    long = b'{"pad":"' + b"p" * 2048 + b'","user_id":"u-2"}'
+    assert JSON.subject(long) == JSON.subject(long) == "u-2"
+
+
 @given(
     user=values,
     pairs=st.dictionaries(

@@ -45,10 +45,28 @@ def stored_wraps(registry: KeyRegistry) -> dict[int, int]:
 
 
 def encrypt(transit: Transit, count: int, key_version: int | None = None) -> list[Encrypted]:
-    items = [EncryptItem(b"x", b"") for _ in range(count)]
-    results = asyncio.run(transit.encrypt("backup-share", items, key_version))
-    assert all(isinstance(r, Encrypted) for r in results), results
-    return [r for r in results if isinstance(r, Encrypted)]
+    """``count`` single encrypts: one data key, one wrap each."""
+    made = []
+    for _ in range(count):
+        [result] = asyncio.run(
+            transit.encrypt("backup-share", [EncryptItem(b"x", b"")], key_version)
+        )
+        assert isinstance(result, Encrypted), result
+        made.append(result)
+    return made
+
+
+def test_a_batch_is_charged_one_wrap_per_data_key(registry: KeyRegistry) -> None:
+    """A batch's items share one data key per version (format 0x02): what is counted is
+    the wraps made, which is what the SP 800-38D bound is about."""
+    counter = counter_over(registry, flush_interval=3600)
+    transit = Transit(registry, registry.hsm, counter)
+    registry.rotate_sync("backup-share")
+    items = [EncryptItem(b"x", b"", key_version=1 + i % 2) for i in range(10)]
+    results = asyncio.run(transit.encrypt("backup-share", items))
+    assert {r.key_version for r in results if isinstance(r, Encrypted)} == {1, 2}
+    counter.flush()
+    assert stored_wraps(registry) == {1: 1, 2: 1}
 
 
 def test_the_bounds_leave_room_below_sp800_38d() -> None:
