@@ -8,28 +8,41 @@ requires ``deactivated_at IS NULL``, so a deactivation committed on one replica 
 
 The statements are built once: building a SQLAlchemy statement per call costs far more
 than running it.
+
+On SQLite the worker processes share one file with one writer at a time. Ledger writes take
+the same turns as the audit chain's (``vault.store.writer``: a file lock beside the database,
+SQLite's own lock then free) and :meth:`ReplayLedger.call` runs a call on the event loop
+only when no other writer is in the way; otherwise on a thread, so that no event loop ever
+sleeps in SQLite's busy handler (which waits in steps of milliseconds). Every ledger call
+commits at most one write transaction, and it is the call's last, so a call refused for
+being in the way has changed nothing and is simply made again on the thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.errors import BadRequest, StoreUnavailable
-from vault.store import Prepared, committed
+from vault.store import Database, Prepared, committed
 from vault.store.tables import otp_ledger
+from vault.store.writer import Busy, SqliteWriter
 
 log = logging.getLogger("vault.otp")
 _T = otp_ledger
+R = TypeVar("R")
+# accept(seen=...): the caller has not read the seed's row.
+UNREAD: Any = object()
 
 # ``last_position`` is a signed 64-bit BIGINT: the positions the ledger can record.
 MAX_POSITION = 2**63 - 1
@@ -143,6 +156,24 @@ class ReplayLedger:
         self.local = engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if self.local else None
         self._own: Any = None
+        # ... and processes queue on the writers' file lock (vault.store.writer).
+        self._writer = SqliteWriter(Database(engine)) if self.local else None
+        self._now = threading.local()  # set while call() runs a call on the event loop
+
+    async def call(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` (one of this ledger's methods) from the event loop: on SQLite at once
+        when no other writer is in the way (a local write costs less than a thread hop),
+        else on a thread; a database across the network always on a thread."""
+        if not self.local:
+            return await asyncio.to_thread(fn, *args)
+        self._now.active = True
+        try:
+            return fn(*args)
+        except Busy:
+            pass
+        finally:
+            self._now.active = False
+        return await asyncio.to_thread(fn, *args)
 
     def state(self, seed_id: bytes) -> LedgerState | None:
         row = self._run(lambda cur: self._row(cur, seed_id), write=False)
@@ -175,7 +206,12 @@ class ReplayLedger:
         return int(cur.rowcount)
 
     def accept(
-        self, seed_id: bytes, key_name: str, position: int | None, now: float | None = None
+        self,
+        seed_id: bytes,
+        key_name: str,
+        position: int | None,
+        now: float | None = None,
+        seen: LedgerState | None = UNREAD,
     ) -> Outcome:
         """Move the seed's position to ``position`` if it is ahead and the seed neither locked
         nor deactivated. A replay (a position not ahead) counts as a failure.
@@ -183,6 +219,10 @@ class ReplayLedger:
         ``position=None`` is for OCRA suites with neither counter nor time: nothing orders
         their responses (the challenge's uniqueness is the caller's), so only the lock and
         deactivation apply, and the failure count is left as it is.
+
+        ``seen``: the seed's state as the caller read it moments ago (:meth:`state`, to plan
+        the check), which spares the read below. Only the conditional ``UPDATE`` decides an
+        acceptance, so a state that changed since is found out there as before.
         """
         now = time.time() if now is None else now
         if position is not None and not 0 <= position <= MAX_POSITION:
@@ -196,12 +236,16 @@ class ReplayLedger:
         # A locked or deactivated seed is answered from a read: no write lock is taken, so a
         # flood of them cannot slow down the verifications that do move a position; a replay
         # seen in the read costs one UPDATE.
-        seen = self._run(lambda cur: self._row(cur, seed_id), write=False)
+        if seen is UNREAD:
+            row = self._run(lambda cur: self._row(cur, seed_id), write=False)
+            seen = None if row is None else LedgerState(*row)
         if seen is not None:
-            blocked = _blocked(seen, now)
+            blocked = _blocked(
+                (seen.last_position, seen.failures, seen.locked_until, seen.deactivated_at), now
+            )
             if blocked is not None:
                 return blocked
-            if position is not None and seen[0] >= position:
+            if position is not None and seen.last_position >= position:
                 # Positions only grow: a replay now stays one. It is a failed attempt.
                 self._run(lambda cur: self._count_failure(cur, seed_id, now), write=True)
                 return Outcome.REPLAYED
@@ -306,8 +350,12 @@ class ReplayLedger:
                 return committed(raw, body)
             finally:
                 raw.close()
-        # SQLite: one connection of the ledger's own, used under the lock (checking one out
-        # of the pool per call costs more than the statements).
+        if write and self._writer is not None:
+            if getattr(self._now, "active", False):
+                return self._writer.try_run(body)  # Busy: nothing written, call() retries
+            return self._writer.run(body)
+        # SQLite reads: one connection of the ledger's own, used under the lock (checking one
+        # out of the pool per call costs more than the statements).
         with self._write_lock:
             if self._own is None:
                 self._own = self._checkout()
