@@ -30,7 +30,6 @@ from vault.otp._ocra import OcraSuite
 from vault.otp._plan import (
     ALGORITHMS,
     DEFAULT_RESYNC_WINDOW,
-    Candidate,
     VerifyPlan,
     check_code,
     is_code,
@@ -275,11 +274,6 @@ class OtpService:
         # each one's tag or binding): parsing costs more than the rest of a cached check's
         # host work. Oldest first out.
         self._parsed: dict[str, seeds.EncryptedSeed] = {}
-        # Per HOTP seed, the counter after the last code this process accepted. A seed's
-        # ledger position only ever grows, so this is never ahead of it: a check planned from
-        # it can skip reading the ledger, and the acceptance (the conditional UPDATE) still
-        # decides alone. A code not found from it is looked for again from the ledger's.
-        self._next_counters: dict[bytes, int] = {}
 
     async def _ledger(self, fn: Callable[..., T], *args: Any) -> T:
         """A ledger call: inline on SQLite when no other writer is in the way (a local write
@@ -417,60 +411,15 @@ class OtpService:
         now = self.clock()
         window = DEFAULT_WINDOW[params.kind] if request.window is None else request.window
         seen: LedgerState | None = UNREAD
-        hint = None
         if params.kind == "hotp" and request.counter is None:
-            # The next counter: as this process last accepted it, or from the ledger (which
-            # the acceptance below then need not read again).
-            hint = self._next_counters.get(blob.seed_id)
-            seen = (
-                await self._ledger(self.ledger.state, blob.seed_id)
-                if hint is None
-                else LedgerState(hint - 1, 0, 0.0)
-            )
-        plan, current = await self._plan(params, request, seen, window, now)
-        found = await self._find(version, blob, authenticate, ref, plan, request.otp)
-        if found is None and hint is not None:
-            # Another worker or replica may have moved the counter past what this one knew.
+            # The next counter, and what the acceptance below need not read again.
             seen = await self._ledger(self.ledger.state, blob.seed_id)
-            if seen is not None and seen.last_position + 1 != hint:
-                plan, current = await self._plan(params, request, seen, window, now)
-                found = await self._find(version, blob, authenticate, ref, plan, request.otp)
-        ordered = not (params.kind == "ocra" and current is None and request.counter is None)
-        if found is None:
-            self._next_counters.pop(blob.seed_id, None)
-            outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
-            return VerifyResult(False, reason=outcome.value)
-        position = found.position if ordered else None
-        outcome = await self._ledger(
-            self.ledger.accept, blob.seed_id, key.name, position, now, seen
-        )
-        if outcome is not Outcome.ACCEPTED:
-            self._next_counters.pop(blob.seed_id, None)
-            return VerifyResult(False, reason=outcome.value)
-        if params.kind == "hotp":
-            self._remember_counter(blob.seed_id, found.position + 1)
-        return _result(params, found.position, current, request.counter, ordered)
-
-    def _remember_counter(self, seed_id: bytes, next_counter: int) -> None:
-        self._next_counters.pop(seed_id, None)
-        self._next_counters[seed_id] = next_counter
-        if len(self._next_counters) > _PARSED_BLOBS:
-            del self._next_counters[next(iter(self._next_counters))]
-
-    async def _find(
-        self,
-        version: KeyVersion,
-        blob: seeds.EncryptedSeed,
-        authenticate: Callable[[HsmOps], None],
-        ref: SeedRef | None,
-        plan: VerifyPlan,
-        otp: str,
-    ) -> Candidate | None:
-        """The lowest candidate whose code is ``otp``, computed in the HSM."""
+        plan, current = await self._plan(params, request, seen, window, now)
         wrap_id = version.object_id("wrap")
         mac_alg = _MACS[plan.algorithm]
         messages = [c.message for c in plan.candidates]
-        submitted = check_code(plan, otp)
+
+        submitted = check_code(plan, request.otp)
 
         def accepted(mac: bytes) -> bool:
             return is_code(plan, mac, submitted)
@@ -490,7 +439,18 @@ class OtpService:
         # Otherwise binding (or tag), unwrap, MACs (and destroy, when the cache is off).
         macs = await self.hsm.run(job, calls=_EXPECTED_CALLS)
         computed = VerifyPlan(plan.algorithm, plan.digits, plan.candidates[: len(macs)])
-        return match(computed, macs, otp)
+        found = match(computed, macs, request.otp)
+        ordered = not (params.kind == "ocra" and current is None and request.counter is None)
+        if found is None:
+            outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
+            return VerifyResult(False, reason=outcome.value)
+        position = found.position if ordered else None
+        outcome = await self._ledger(
+            self.ledger.accept, blob.seed_id, key.name, position, now, seen
+        )
+        if outcome is not Outcome.ACCEPTED:
+            return VerifyResult(False, reason=outcome.value)
+        return _result(params, found.position, current, request.counter, ordered)
 
     async def _plan(
         self,

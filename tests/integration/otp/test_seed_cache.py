@@ -21,7 +21,7 @@ from hsm import _ops
 from vault.approvals import Authority
 from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext
 from vault.otp import seeds
-from vault.otp.service import OtpService, TokenIdentity, VerifyInput, _prepare, token_params
+from vault.otp.service import TokenIdentity, VerifyInput, _prepare, token_params
 
 pytestmark = pytest.mark.hsm
 
@@ -264,30 +264,3 @@ def test_a_lost_session_clears_the_cache_and_checks_recover(runtime: Any) -> Non
     assert runtime.hsm.healthy() is True
     assert cached(runtime) == 1
     assert session_objects(runtime) == 1
-
-
-def test_a_worker_behind_another_still_accepts_and_never_twice(runtime: Any) -> None:
-    """Two workers (two services, one ledger): each plans from the counter it last accepted,
-    which another may have moved past, even beyond the window; the ledger alone decides."""
-    a = runtime.otp
-    b = OtpService(runtime.registry, runtime.hsm, runtime.otp.ledger)
-    token = Token(runtime)
-
-    def check(service: OtpService, counter: int) -> Any:
-        request = VerifyInput(token.blob, token.identity, str(token.hotp.at(counter)))
-        return asyncio.run(service.verify(KEY, request))
-
-    assert check(a, 0).valid is True
-    assert check(b, 0).valid is False  # a replay, whichever worker sees it
-    for counter in range(1, 14):  # b moves the counter past a's window (counter + 10)
-        assert check(b, counter).valid is True
-    result = check(a, 14)  # not within a's window: found from the ledger's counter
-    assert result.valid is True
-    assert result.counter == 14
-    assert check(b, 14).valid is False
-    assert check(a, 14).valid is False
-    assert check(b, 15).valid is True
-    result = check(a, 12)  # a's counter is behind again: an old code is still refused
-    assert result.valid is False
-    assert result.reason in ("replayed", "mismatch")
-    assert check(a, 16).valid is True
