@@ -21,7 +21,7 @@ from hsm import _ops
 from vault.approvals import Authority
 from vault.errors import BadRequest, HsmUnavailable, InvalidCiphertext
 from vault.otp import seeds
-from vault.otp.service import TokenIdentity, VerifyInput, _prepare, token_params
+from vault.otp.service import OtpService, TokenIdentity, VerifyInput, _prepare, token_params
 
 pytestmark = pytest.mark.hsm
 
@@ -264,3 +264,20 @@ def test_a_lost_session_clears_the_cache_and_checks_recover(runtime: Any) -> Non
     assert runtime.hsm.healthy() is True
     assert cached(runtime) == 1
     assert session_objects(runtime) == 1
+
+
+def test_two_workers_with_their_own_cached_seed_never_accept_a_code_twice(runtime: Any) -> None:
+    """Each worker's cache holds the seed; the ledger alone decides acceptance."""
+    a = runtime.otp
+    b = OtpService(runtime.registry, runtime.hsm, runtime.otp.ledger)
+    token = Token(runtime)
+
+    def check(service: OtpService, counter: int) -> Any:
+        request = VerifyInput(token.blob, token.identity, str(token.hotp.at(counter)))
+        return asyncio.run(service.verify(KEY, request))
+
+    assert check(a, 0).valid is True
+    assert check(b, 0).valid is False
+    assert check(b, 1).valid is True
+    assert check(a, 1).valid is False
+    assert check(a, 2).valid is True
