@@ -140,8 +140,9 @@ _MAC_ONLY = {
     Attribute.UNWRAP: False,
     Attribute.DERIVE: False,
 }
-# A seed unwrapped for one verification: a session object that can only MAC, is never
-# readable, and is destroyed within the job. CKA_PRIVATE only hides an object from this
+# A seed unwrapped for verification: a session object that can only MAC, is never
+# readable, and is destroyed within the job or, when the seed cache keeps it, on eviction
+# (it dies with the session in any case). CKA_PRIVATE only hides an object from this
 # application's sessions that have not logged in (PKCS#11 v2.40 §4.4); a session object of
 # a few microseconds gains nothing from it, while SoftHSM2 spends ~60 µs per verification
 # encrypting and decrypting a private object's attributes in its own memory.
@@ -386,7 +387,8 @@ class Pkcs11Ops:
         return result
 
     def session_object_count(self) -> int:
-        """Session objects (seeds mid-verification): none outside a job."""
+        """Session objects: the seeds the seed cache keeps (and, inside a job, a seed being
+        used for one verification with the cache off)."""
         return sum(1 for _ in self._session.get_objects({Attribute.TOKEN: False}))
 
     # -- symmetric -------------------------------------------------------------------------
