@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hsm import GeneratedSeed, HsmOps, MacAlgorithm, SeedRef
-from vault.errors import BadRequest, InvalidCiphertext
+from vault.errors import BadRequest, InvalidCiphertext, Unavailable
 from vault.events import EventSink, LifecycleEvent, LogSink
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion
@@ -564,7 +564,12 @@ class OtpService:
         # The ledger refuses the seed on every worker and replica from now on; this process
         # also lets go of its unwrapped copy at once (others drop theirs as they evict it).
         ref = SeedRef(version.object_id("wrap"), _blob_digest(key, blob), b"")
-        await self.hsm.run(lambda ops: ops.forget_seed(ref))
+        try:
+            await self.hsm.run(lambda ops: ops.forget_seed(ref))
+        except Unavailable:
+            # Deactivated all the same (the ledger decides); the cached seed goes with the
+            # session the HSM lost, or ages out.
+            log.info("cached seed of a deactivated seed left to the HSM session's end")
         self._event("otp.deactivate", actor, key, blob)
         return self._state(version, blob, state)
 
