@@ -20,6 +20,7 @@ from hsm.interface import (
     KeySpec,
     MacAlgorithm,
     ObjectInfo,
+    SeedRef,
     SignScheme,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "KeySpec",
     "MacAlgorithm",
     "ObjectInfo",
+    "SeedRef",
     "SignScheme",
     "connect",
     "errors",
@@ -52,17 +54,20 @@ def connect(
     inline_budget: float = 150e-6,
     observer: HsmObserver | None = None,
     fault_file: str | None = None,
+    seed_cache: int = 0,
 ) -> HsmThread:
     """A runner with a session on the token labelled ``token_label``, opened in the background
-    and re-opened whenever it is lost. ``pin`` is asked each time the session is opened (a PIN
-    file may change); a PIN the token refused is not tried again. ``observer`` hears of every
-    job and session (metrics). ``fault_file`` is for tests only: see ``hsm/_faults.py``."""
+        and re-opened whenever it is lost. ``pin`` is asked each time the session is opened (a PIN
+        file may change); a PIN the token refused is not tried again. ``observer`` hears of every
+        job and session (metrics). ``seed_cache``: how many unwrapped OTP seeds each session keeps
+    (session objects, least recently used dropped first; 0: none). ``fault_file`` is for tests
+    only: see ``hsm/_faults.py``."""
     from hsm._faults import FaultSwitch  # noqa: PLC0415 - pkcs11 only where the HSM is used
     from hsm._thread import HsmThread  # noqa: PLC0415
     from hsm._token import open_session  # noqa: PLC0415
 
     return HsmThread(
-        lambda: open_session(module_path, token_label, pin()),
+        lambda: open_session(module_path, token_label, pin(), seed_cache=seed_cache),
         inline_budget=inline_budget,
         credential=lambda: hashlib.sha256(pin().encode()).digest(),
         observer=observer,

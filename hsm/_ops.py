@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
+from hsm._seed_cache import SeedCache
 from hsm.errors import (
     AuthenticationFailed,
     DecryptionFailed,
@@ -23,7 +25,7 @@ from hsm.errors import (
     InputRejected,
     ObjectMissing,
 )
-from hsm.interface import GeneratedSeed, KeySpec, MacAlgorithm, ObjectInfo, SignScheme
+from hsm.interface import GeneratedSeed, KeySpec, MacAlgorithm, ObjectInfo, SeedRef, SignScheme
 
 log = logging.getLogger("hsm")
 
@@ -138,8 +140,9 @@ _MAC_ONLY = {
     Attribute.UNWRAP: False,
     Attribute.DERIVE: False,
 }
-# A seed unwrapped for one verification: a session object that can only MAC, is never
-# readable, and is destroyed within the job. CKA_PRIVATE only hides an object from this
+# A seed unwrapped for verification: a session object that can only MAC, is never
+# readable, and is destroyed within the job or, when the seed cache keeps it, on eviction
+# (it dies with the session in any case). CKA_PRIVATE only hides an object from this
 # application's sessions that have not logged in (PKCS#11 v2.40 §4.4); a session object of
 # a few microseconds gains nothing from it, while SoftHSM2 spends ~60 µs per verification
 # encrypting and decrypting a private object's attributes in its own memory.
@@ -218,10 +221,13 @@ class Pkcs11Ops:
     file store on each use of a token object, which costs ~15 µs per call (docs/design.md).
     """
 
-    def __init__(self, session: pkcs11.Session) -> None:
+    def __init__(self, session: pkcs11.Session, seed_cache: int = 0) -> None:
         self._session = session
         self._handles: dict[tuple[bytes, ObjectClass], Any] = {}
         self._canaries: dict[bytes, Any] = {}
+        # Seeds unwrapped in this session and kept for later checks (docs/design.md, OTP):
+        # session objects, so they die with the session, and so with this object.
+        self._seeds: SeedCache[Any] = SeedCache(seed_cache)
 
     # -- objects -----------------------------------------------------------------------
 
@@ -253,6 +259,7 @@ class Pkcs11Ops:
             self._handles.pop((key_id, object_class), None)
         for slot in [s for s in self._canaries if s[: len(key_id)] == key_id]:
             del self._canaries[slot]
+        self.forget_seeds(key_id)
 
     def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
         s = self._session
@@ -380,7 +387,8 @@ class Pkcs11Ops:
         return result
 
     def session_object_count(self) -> int:
-        """Session objects (seeds mid-verification): none outside a job."""
+        """Session objects: the seeds the seed cache keeps (and, inside a job, a seed being
+        used for one verification with the cache off)."""
         return sum(1 for _ in self._session.get_objects({Attribute.TOKEN: False}))
 
     # -- symmetric -------------------------------------------------------------------------
@@ -612,18 +620,75 @@ class Pkcs11Ops:
         algorithm: MacAlgorithm,
         messages: Sequence[bytes],
         until: Callable[[bytes], bool] | None = None,
+        keep: SeedRef | None = None,
     ) -> list[bytes]:
+        if keep is not None and self._seeds.size:
+            entry = self._seeds.get(keep.wrap_key_id, keep.blob)
+            if entry is not None:
+                macs = self._cached_macs(keep, entry.handle, algorithm, messages, until)
+                if macs is not None:
+                    entry.add(keep.binding)  # the caller had the HSM verify it in this job
+                    return macs
         seed = self._unwrap_seed(wrap_key_id, wrapped)
+        kept = False
         try:
-            mechanism = _MAC_MECHANISMS[algorithm]
-            macs = []
-            for message in messages:
-                macs.append(bytes(seed.sign(message, mechanism=mechanism)))
-                if until is not None and until(macs[-1]):
-                    break
+            macs = _macs(seed, algorithm, messages, until)
+            if keep is not None and self._seeds.size:
+                evicted = self._seeds.put(keep.wrap_key_id, keep.blob, seed, keep.binding)
+                kept = True
+                self._destroy_seeds(evicted)
             return macs
         finally:
-            seed.destroy()
+            if not kept:
+                seed.destroy()
+
+    def cached_seed_macs(
+        self,
+        ref: SeedRef,
+        algorithm: MacAlgorithm,
+        messages: Sequence[bytes],
+        until: Callable[[bytes], bool] | None = None,
+    ) -> list[bytes] | None:
+        entry = self._seeds.get(ref.wrap_key_id, ref.blob) if self._seeds.size else None
+        if entry is None or not entry.verified(ref.binding):
+            return None
+        return self._cached_macs(ref, entry.handle, algorithm, messages, until)
+
+    def _cached_macs(
+        self,
+        ref: SeedRef,
+        seed: Any,
+        algorithm: MacAlgorithm,
+        messages: Sequence[bytes],
+        until: Callable[[bytes], bool] | None,
+    ) -> list[bytes] | None:
+        """The MACs with a cached seed; None, and the entry dropped, when its object is gone
+        (then the caller takes the full path; a lost session shows there and is re-opened)."""
+        try:
+            return _macs(seed, algorithm, messages, until)
+        except (p11e.KeyHandleInvalid, p11e.ObjectHandleInvalid):
+            log.info("a cached OTP seed is gone from the session; unwrapping it again")
+            self._seeds.drop(ref.wrap_key_id, ref.blob)
+            return None
+
+    def forget_seed(self, ref: SeedRef) -> None:
+        handle = self._seeds.drop(ref.wrap_key_id, ref.blob)
+        if handle is not None:
+            self._destroy_seeds([handle])
+
+    def forget_seeds(self, wrap_key_id: bytes) -> int:
+        handles = self._seeds.drop_wrap_key(wrap_key_id)
+        self._destroy_seeds(handles)
+        return len(handles)
+
+    def cached_seed_count(self) -> int:
+        return len(self._seeds)
+
+    def _destroy_seeds(self, handles: list[Any]) -> None:
+        for handle in handles:
+            # One already gone (with whatever removed it) needs nothing more.
+            with contextlib.suppress(p11e.KeyHandleInvalid, p11e.ObjectHandleInvalid):
+                handle.destroy()
 
     def _unwrap_seed(self, wrap_key_id: bytes, wrapped: bytes) -> Any:
         wrapper = self._key(wrap_key_id)
@@ -659,6 +724,21 @@ class Pkcs11Ops:
             return True
         except p11e.PKCS11Error:
             return False
+
+
+def _macs(
+    seed: Any,
+    algorithm: MacAlgorithm,
+    messages: Sequence[bytes],
+    until: Callable[[bytes], bool] | None,
+) -> list[bytes]:
+    mechanism = _MAC_MECHANISMS[algorithm]
+    macs = []
+    for message in messages:
+        macs.append(bytes(seed.sign(message, mechanism=mechanism)))
+        if until is not None and until(macs[-1]):
+            break
+    return macs
 
 
 def _unwrap_for_mac(wrapper: Any, wrapped: bytes) -> Any:

@@ -36,8 +36,8 @@ def library(module_path: str) -> Any:
 class TokenSession(Pkcs11Ops):
     """A logged-in read-write session on the token with the configured label."""
 
-    def __init__(self, session: Any, lib: Any) -> None:
-        super().__init__(session)
+    def __init__(self, session: Any, lib: Any, seed_cache: int = 0) -> None:
+        super().__init__(session, seed_cache)
         self.session = session
         self.lib = lib
 
@@ -55,7 +55,9 @@ class TokenSession(Pkcs11Ops):
             log.debug("closing the HSM session failed", exc_info=True)
 
 
-def open_session(module_path: str, token_label: str, pin: str, attempts: int = 30) -> TokenSession:
+def open_session(
+    module_path: str, token_label: str, pin: str, attempts: int = 30, *, seed_cache: int = 0
+) -> TokenSession:
     lib = library(module_path)
     delay = 0.02
     for attempt in range(attempts):
@@ -70,7 +72,7 @@ def open_session(module_path: str, token_label: str, pin: str, attempts: int = 3
                 session = token.open(rw=True, user_pin=pin, attribute_mapper=MAPPER)
             except p11e.UserAlreadyLoggedIn:
                 session = token.open(rw=True, attribute_mapper=MAPPER)
-            return TokenSession(session, lib)
+            return TokenSession(session, lib, seed_cache)
         except p11e.PinIncorrect:
             raise LoginRefused("HSM login refused: wrong PIN") from None
         except p11e.PinLocked:

@@ -94,6 +94,17 @@ class GeneratedSeed:
     device_wrapping: str | None = None  # the JOSE name of the RSA-OAEP variant used
 
 
+@dataclass(frozen=True, slots=True)
+class SeedRef:
+    """Names a seed blob for the process's seed cache: the wrap key's id, a digest of the whole
+    blob (every byte its tag covers, and the tag), and a digest of the identity binding the
+    caller presents it with (what the HSM must have verified for that blob)."""
+
+    wrap_key_id: bytes
+    blob: bytes
+    binding: bytes
+
+
 class HsmOps(Protocol):
     """Synchronous HSM operations; only ever called on the HSM thread, inside a job."""
 
@@ -155,11 +166,36 @@ class HsmOps(Protocol):
         algorithm: MacAlgorithm,
         messages: Sequence[bytes],
         until: Callable[[bytes], bool] | None = None,
+        keep: SeedRef | None = None,
     ) -> list[bytes]:
         """Unwrap the seed into a sensitive, non-extractable session object, MAC each
         message with it (stopping after the first MAC ``until`` accepts), and destroy it
         (also when anything fails). A blob that does not unwrap is ``AuthenticationFailed``
-        when the wrap key still unwraps a known-good blob, ``HsmUnavailable`` otherwise."""
+        when the wrap key still unwraps a known-good blob, ``HsmUnavailable`` otherwise.
+
+        ``keep``: the caller has had the HSM authenticate the blob for ``keep.binding`` in
+        this job; the object then stays in the process's seed cache (when it has one) instead
+        of being destroyed, and a seed the cache already holds for the blob is used as is."""
+
+    def cached_seed_macs(
+        self,
+        ref: SeedRef,
+        algorithm: MacAlgorithm,
+        messages: Sequence[bytes],
+        until: Callable[[bytes], bool] | None = None,
+    ) -> list[bytes] | None:
+        """The MACs (as :meth:`seed_macs`) with the seed the cache holds for ``ref``'s blob,
+        if the HSM verified ``ref.binding`` for it; None otherwise (nothing was computed:
+        the caller authenticates the blob and calls :meth:`seed_macs` with ``keep``)."""
+
+    def forget_seed(self, ref: SeedRef) -> None:
+        """Destroy the cached seed of ``ref``'s blob, if any (the seed was deactivated)."""
+
+    def forget_seeds(self, wrap_key_id: bytes) -> int:
+        """Destroy every cached seed unwrapped under this wrap key; return how many."""
+
+    def cached_seed_count(self) -> int:
+        """How many seeds the cache holds (each one session object)."""
 
 
 class HsmObserver(Protocol):

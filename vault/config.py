@@ -12,6 +12,7 @@ from pathlib import Path
 from vault.errors import ConfigError
 
 _PREFIX = "VAULT_"
+DEFAULT_OTP_SEED_CACHE = 4096
 
 
 def _env(name: str, default: str) -> str:
@@ -111,6 +112,8 @@ class Settings:
     audit_checkpoint_records: int = 1000
     audit_checkpoint_seconds: float = 5.0
     audit_retention_days: int = 365
+    # Unwrapped OTP seeds each worker's HSM session keeps (docs/design.md, OTP); 0: none.
+    otp_seed_cache: int = DEFAULT_OTP_SEED_CACHE
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -153,6 +156,13 @@ def _read_secret(env_name: str, path: Path) -> str:
 def _env_path(name: str) -> Path | None:
     raw = _env(name, "")
     return Path(raw).resolve() if raw else None
+
+
+def _env_count(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value < 0:
+        raise ConfigError(f"{_PREFIX}{name} must be 0 or more")
+    return value
 
 
 def _env_positive(name: str, default: int) -> int:
@@ -210,6 +220,7 @@ def load_settings() -> Settings:
             audit_checkpoint_records=_env_positive("AUDIT_CHECKPOINT_RECORDS", 1000),
             audit_checkpoint_seconds=_env_seconds("AUDIT_CHECKPOINT_SECONDS", 5.0),
             audit_retention_days=_env_positive("AUDIT_RETENTION_DAYS", 365),
+            otp_seed_cache=_env_count("OTP_SEED_CACHE", DEFAULT_OTP_SEED_CACHE),
             tls_cert=_env_path("TLS_CERT"),
             tls_key=_env_path("TLS_KEY"),
             tls_client_ca=_env_path("TLS_CLIENT_CA"),

@@ -94,8 +94,35 @@ class KeyRegistry:
         ):
             return hit[1]
         read_at = time.monotonic()
-        key = await self.store.db.run(lambda: self.store.load(name))
+        try:
+            key = await self.store.db.run(lambda: self.store.load(name))
+        except NotFound:
+            if hit is not None:
+                self._cache.pop(name, None)
+                await self._forget_seeds(hit[1], None)
+            raise
+        if hit is not None:
+            await self._forget_seeds(hit[1], key)
         return self._remember(read_at, key)
+
+    async def _forget_seeds(self, before: Key, now: Key | None) -> None:
+        """OTP seeds this process's HSM session keeps unwrapped under versions that are gone
+        (trimmed, or the key deleted, by any process) are destroyed once this one sees it."""
+        if not before.type.otp:
+            return
+        kept = now.versions if now is not None else {}
+        wrap_ids = [v.object_id("wrap") for n, v in before.versions.items() if n not in kept]
+        if not wrap_ids:
+            return
+
+        def job(ops: HsmOps) -> None:
+            for wrap_id in wrap_ids:
+                ops.forget_seeds(wrap_id)
+
+        try:
+            await self.hsm.run(job)
+        except Unavailable:
+            log.info("cached OTP seeds of removed versions go with the HSM session")
 
     def get_sync(self, name: str) -> Key:
         read_at = time.monotonic()

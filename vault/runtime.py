@@ -62,6 +62,7 @@ def open_runner(
         pin or settings.user_pin,
         observer=observer,
         fault_file=settings.test_hsm_fault_file,
+        seed_cache=settings.otp_seed_cache,
     )
 
 

@@ -48,6 +48,7 @@ class FakeOps:
     def __init__(self) -> None:
         self.store: dict[bytes, FakeObject] = {}
         self.calls: Counter[str] = Counter()  # HSM calls made, by kind
+        self.forgotten: list[bytes] = []  # wrap key ids whose cached seeds were dropped
 
     def generate(self, spec: KeySpec, key_id: bytes, label: str) -> None:
         if key_id in self.store:
@@ -62,6 +63,12 @@ class FakeOps:
         else:
             secret = rsa.generate_private_key(public_exponent=65537, key_size=3072)
         self.store[key_id] = FakeObject(spec, label, secret)
+
+    def forget_seeds(self, wrap_key_id: bytes) -> int:
+        """The fake keeps no unwrapped seeds; what the domain asked to drop is recorded."""
+        self.calls["forget_seeds"] += 1
+        self.forgotten.append(wrap_key_id)
+        return 0
 
     def destroy(self, key_id: bytes) -> int:
         found = self.store.pop(key_id, None)

@@ -8,8 +8,8 @@ the HSM checks first: only a genuine blob of this key acts on a seed's ledger ro
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import hashlib
 import hmac
 import logging
 import secrets
@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hsm import GeneratedSeed, HsmOps, MacAlgorithm
-from vault.errors import BadRequest, InvalidCiphertext
+from hsm import GeneratedSeed, HsmOps, MacAlgorithm, SeedRef
+from vault.errors import BadRequest, InvalidCiphertext, Unavailable
 from vault.events import EventSink, LifecycleEvent, LogSink
 from vault.hsm import Hsm
 from vault.keys import Key, KeyVersion
@@ -43,7 +43,7 @@ from vault.otp._plan import (
 from vault.otp._totp import time_step
 from vault.otp.pskc import PskcKey
 from vault.registry import KeyRegistry
-from vault.store.otp_ledger import MAX_POSITION, LedgerState, Outcome, ReplayLedger
+from vault.store.otp_ledger import MAX_POSITION, UNREAD, LedgerState, Outcome, ReplayLedger
 
 log = logging.getLogger("vault.otp")
 T = TypeVar("T")
@@ -51,6 +51,10 @@ T = TypeVar("T")
 SEED_BYTES = {"sha1": 20, "sha256": 32, "sha512": 64}  # RFC 4226 §4 R6; RFC 6238 Appendix B
 DEFAULT_WINDOW = {"hotp": 10, "totp": 1, "ocra": 0}
 _MACS = {"sha1": MacAlgorithm.SHA1, "sha256": MacAlgorithm.SHA256, "sha512": MacAlgorithm.SHA512}
+# What a verification usually costs the HSM: a cached seed's one MAC, or binding, unwrap and
+# MAC (a wrong code costs every candidate's MAC; runner.run takes this as an estimate).
+_EXPECTED_CALLS = 3
+_PARSED_BLOBS = 4096
 MIN_SEED_BYTES = 16  # RFC 4226 §4 R6: the shared secret MUST be at least 128 bits
 MAX_SEED_BYTES = 128
 SEEDS_NOT_REWRAPPABLE = (
@@ -194,6 +198,25 @@ def _authenticate(
     format-0x03 blob's binding, which authenticates the blob and its token in one MAC (the
     tag is asked only when it fails, to tell a blob of another token from a forged one);
     otherwise the tag, and for a format-0x02 blob its unkeyed binding, on the host."""
+    return _prepare(key, version, blob, identity)[0]
+
+
+def _blob_digest(key: Key, blob: seeds.EncryptedSeed) -> bytes:
+    """Every byte the blob's tag covers, and the tag: what names it in the seed cache."""
+    return hashlib.sha256(blob.tag_input(key.name) + blob.tag).digest()
+
+
+def _prepare(
+    key: Key, version: KeyVersion, blob: seeds.EncryptedSeed, identity: TokenIdentity | None
+) -> tuple[Callable[[HsmOps], None], SeedRef | None]:
+    """:func:`_authenticate`'s check, and how the HSM's seed cache names the blob with this
+    identity (None where the cache must not be used: no identity, or a format-0x02 blob
+    presented with other identifiers, which the full path refuses as before).
+
+    A keyed blob's binding digest is that of the message its binding MACs: the cache uses
+    a seed only for a blob whose binding the HSM verified for these very identifiers. A
+    format-0x02 blob's identifiers are checked on the host on every request; what the HSM
+    verified for it is its tag, named by the blob digest itself."""
     bind_id = version.object_id("bind")
     tag_input = blob.tag_input(key.name)
     binding: bytes | None = None
@@ -216,7 +239,12 @@ def _authenticate(
         if elsewhere:
             raise _bound_elsewhere(key.name, blob)
 
-    return check
+    ref = None
+    if identity is not None and not elsewhere:
+        digest = _blob_digest(key, blob)
+        verified = hashlib.sha256(binding).digest() if binding is not None else digest
+        ref = SeedRef(version.object_id("wrap"), digest, verified)
+    return check, ref
 
 
 def _import_job(
@@ -242,14 +270,16 @@ class OtpService:
         self.ledger = ledger
         self.clock = clock
         self.events: EventSink = events if events is not None else LogSink()
+        # Blobs recently parsed (their public layout, nothing secret; the HSM still checks
+        # each one's tag or binding): parsing costs more than the rest of a cached check's
+        # host work. Oldest first out.
+        self._parsed: dict[str, seeds.EncryptedSeed] = {}
 
     async def _ledger(self, fn: Callable[..., T], *args: Any) -> T:
-        """A ledger call: inline on SQLite (a local write costs less than a thread hop,
-        which under load costs ~300 µs of GIL hand-overs), on a worker thread for a
-        database across the network."""
-        if self.ledger.local:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+        """A ledger call: inline on SQLite when no other writer is in the way (a local write
+        costs less than a thread hop, which under load costs ~300 µs of GIL hand-overs), on
+        a worker thread otherwise and for a database across the network."""
+        return await self.ledger.call(fn, *args)
 
     async def _key(self, name: str, newest: int | None = None) -> Key:
         key = await self.registry.get(name, newest=newest)
@@ -260,7 +290,12 @@ class OtpService:
     async def _blob(
         self, name: str, encrypted_seed: str
     ) -> tuple[Key, KeyVersion, seeds.EncryptedSeed]:
-        blob = seeds.parse(encrypted_seed)
+        blob = self._parsed.get(encrypted_seed)
+        if blob is None:
+            blob = seeds.parse(encrypted_seed)
+            self._parsed[encrypted_seed] = blob
+            if len(self._parsed) > _PARSED_BLOBS:
+                del self._parsed[next(iter(self._parsed))]
         key = await self._key(name, blob.version)
         return key, key.version_to_check(blob.version), blob
 
@@ -371,11 +406,15 @@ class OtpService:
 
     async def verify(self, name: str, request: VerifyInput) -> VerifyResult:
         key, version, blob = await self._blob(name, request.encrypted_seed)
-        authenticate = _authenticate(key, version, blob, request.identity)
+        authenticate, ref = _prepare(key, version, blob, request.identity)
         params = blob.params
         now = self.clock()
         window = DEFAULT_WINDOW[params.kind] if request.window is None else request.window
-        plan, current = await self._plan(params, request, blob.seed_id, window, now)
+        seen: LedgerState | None = UNREAD
+        if params.kind == "hotp" and request.counter is None:
+            # The next counter, and what the acceptance below need not read again.
+            seen = await self._ledger(self.ledger.state, blob.seed_id)
+        plan, current = await self._plan(params, request, seen, window, now)
         wrap_id = version.object_id("wrap")
         mac_alg = _MACS[plan.algorithm]
         messages = [c.message for c in plan.candidates]
@@ -386,13 +425,19 @@ class OtpService:
             return is_code(plan, mac, submitted)
 
         def job(ops: HsmOps) -> list[bytes]:
-            authenticate(ops)
             # Candidates come in ascending position, so the first match is the lowest one and
             # the rest need not be computed; a wrong code still costs every MAC.
-            return ops.seed_macs(wrap_id, blob.wrapped, mac_alg, messages, until=accepted)
+            if ref is not None:
+                # A seed the HSM unwrapped before, for this very blob and these identifiers.
+                cached = ops.cached_seed_macs(ref, mac_alg, messages, until=accepted)
+                if cached is not None:
+                    return cached
+            authenticate(ops)
+            return ops.seed_macs(wrap_id, blob.wrapped, mac_alg, messages, until=accepted, keep=ref)
 
-        # binding (or tag), unwrap, MACs, destroy
-        macs = await self.hsm.run(job, calls=3 + len(messages))
+        # A cached seed: the MACs alone, usually one (the code at the expected position).
+        # Otherwise binding (or tag), unwrap, MACs (and destroy, when the cache is off).
+        macs = await self.hsm.run(job, calls=_EXPECTED_CALLS)
         computed = VerifyPlan(plan.algorithm, plan.digits, plan.candidates[: len(macs)])
         found = match(computed, macs, request.otp)
         ordered = not (params.kind == "ocra" and current is None and request.counter is None)
@@ -400,7 +445,9 @@ class OtpService:
             outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
             return VerifyResult(False, reason=outcome.value)
         position = found.position if ordered else None
-        outcome = await self._ledger(self.ledger.accept, blob.seed_id, key.name, position, now)
+        outcome = await self._ledger(
+            self.ledger.accept, blob.seed_id, key.name, position, now, seen
+        )
         if outcome is not Outcome.ACCEPTED:
             return VerifyResult(False, reason=outcome.value)
         return _result(params, found.position, current, request.counter, ordered)
@@ -409,7 +456,7 @@ class OtpService:
         self,
         params: seeds.TokenParams,
         request: VerifyInput,
-        seed_id: bytes,
+        seen: LedgerState | None,
         window: int,
         now: float,
     ) -> tuple[VerifyPlan, int | None]:
@@ -427,7 +474,7 @@ class OtpService:
         if params.kind == "hotp":
             counter = request.counter
             if counter is None:
-                counter = await self._next_counter(seed_id)
+                counter = seen.last_position + 1 if seen is not None else 0
             plan = plan_hotp(
                 counter=counter, window=window, digits=params.digits, algorithm=params.algorithm
             )
@@ -514,6 +561,15 @@ class OtpService:
         """The kill switch: the seed never verifies again, on any replica (idempotent)."""
         key, version, blob = await self._genuine(name, encrypted_seed)
         state = await self._ledger(self.ledger.deactivate, blob.seed_id, key.name, self.clock())
+        # The ledger refuses the seed on every worker and replica from now on; this process
+        # also lets go of its unwrapped copy at once (others drop theirs as they evict it).
+        ref = SeedRef(version.object_id("wrap"), _blob_digest(key, blob), b"")
+        try:
+            await self.hsm.run(lambda ops: ops.forget_seed(ref))
+        except Unavailable:
+            # Deactivated all the same (the ledger decides); the cached seed goes with the
+            # session the HSM lost, or ages out.
+            log.info("cached seed of a deactivated seed left to the HSM session's end")
         self._event("otp.deactivate", actor, key, blob)
         return self._state(version, blob, state)
 
