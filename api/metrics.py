@@ -107,6 +107,11 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+def count(metric: Any, *labels: str) -> None:
+    """Add one to ``metric``'s series for ``labels`` (its child kept: see ``_child``)."""
+    _child(metric, *labels).inc()
+
+
 QUOTA_REFUSALS = Counter(
     "vault_quota_refusals_total",
     "Requests refused by a quota (429), by quota, service, operation and key",

@@ -148,6 +148,6 @@ class AuditStage:
         try:
             await call.vault.audit.append(request_record(call, now), now)
         except Exception:
-            metrics.AUDIT_RECORDS.labels("failed").inc()
+            metrics.count(metrics.AUDIT_RECORDS, "failed")
             raise
-        metrics.AUDIT_RECORDS.labels("written").inc()
+        metrics.count(metrics.AUDIT_RECORDS, "written")
