@@ -161,6 +161,7 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
         _vs_openbao(outcomes, "encrypt", 1.25),
         _p99(outcomes, "encrypt", 15.0),
         _vs_openbao(outcomes, "batch-encrypt", 1.0),
+        _vs_openbao(outcomes, "batch-decrypt", 1.0),
         _vs_openbao(outcomes, "sign", 1.25),
         _vs_openbao(outcomes, "verify", 1.25),
         _vs_openbao(outcomes, "decrypt", 1.0),

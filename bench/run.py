@@ -117,8 +117,8 @@ def _parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--scenarios",
         default="",
-        help="comma-separated scenarios to run (encrypt, decrypt, batch-encrypt, hmac, sign, "
-        "verify, otp-verify); all by default",
+        help="comma-separated scenarios to run (encrypt, decrypt, batch-encrypt, batch-decrypt, "
+        "hmac, sign, verify, otp-verify); all by default",
     )
     a = parser.parse_args(argv)
     return Options(

@@ -61,6 +61,9 @@ class Payloads:
     def batch_encrypt(self, *, aad: bool = True) -> bytes:
         return encode({"batch_input": [self._item("plaintext", b64(p), aad) for p in self.batch]})
 
+    def batch_decrypt(self, ciphertexts: list[str], *, aad: bool = True) -> bytes:
+        return encode({"batch_input": [self._item("ciphertext", c, aad) for c in ciphertexts]})
+
     def hmac(self) -> bytes:
         return encode({"input": b64(self.input)})
 
