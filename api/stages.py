@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from vault.audit import Record, timestamp
 from vault.auth import NotVerified
 from vault.errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from vault.quotas import QuotaExceeded
+from vault.subjects import SubjectFormat
 
 
 def items_of(body: Any) -> list[Any]:
@@ -34,14 +34,33 @@ def items_of(body: Any) -> list[Any]:
     return list(batch) if batch else [body]
 
 
-def _associated_data(item: Any) -> bytes:
-    value = getattr(item, "associated_data", None)
+def _associated_data(value: Any) -> bytes:
     if not isinstance(value, str):
         return b""
     try:
-        return base64.b64decode(value, validate=True)
+        return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         return b""  # the handler refuses it (400) with the one message for bad base64
+
+
+def _subjects(structure: SubjectFormat, items: list[Any]) -> list[str | None]:
+    """The subject each item names; each distinct ``associated_data`` read once (a batch's
+    items usually share theirs)."""
+    read: dict[str, str | None] = {}
+    named: list[str | None] = []
+    for item in items:
+        value = getattr(item, "associated_data", None)
+        if not isinstance(value, str):
+            named.append(structure.subject(b""))
+            continue
+        subject = read.get(value, _UNREAD)
+        if subject is _UNREAD:
+            subject = read[value] = structure.subject(_associated_data(value))
+        named.append(subject)
+    return named
+
+
+_UNREAD: Any = object()
 
 
 class Subjects:
@@ -52,7 +71,7 @@ class Subjects:
         policies = call.vault.policies
         structure = policies.subject_format(call.key)
         items = items_of(body) if body is not None else []
-        named = [structure.subject(_associated_data(i)) for i in items] if structure else []
+        named = _subjects(structure, items) if structure else []
         inputs = [structure.digest_input(s) for s in named if s is not None] if structure else []
         rules = policies.quotas_for(principal.service.name, call.operation, call.key)
         if any(r.per == "subject" for r in rules) and (not items or len(inputs) != len(items)):
