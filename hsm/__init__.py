@@ -57,9 +57,9 @@ def connect(
     seed_cache: int = 0,
 ) -> HsmThread:
     """A runner with a session on the token labelled ``token_label``, opened in the background
-        and re-opened whenever it is lost. ``pin`` is asked each time the session is opened (a PIN
-        file may change); a PIN the token refused is not tried again. ``observer`` hears of every
-        job and session (metrics). ``seed_cache``: how many unwrapped OTP seeds each session keeps
+    and re-opened whenever it is lost. ``pin`` is asked each time the session is opened (a PIN
+    file may change); a PIN the token refused is not tried again. ``observer`` hears of every
+    job and session (metrics). ``seed_cache``: how many unwrapped OTP seeds each session keeps
     (session objects, least recently used dropped first; 0: none). ``fault_file`` is for tests
     only: see ``hsm/_faults.py``."""
     from hsm._faults import FaultSwitch  # noqa: PLC0415 - pkcs11 only where the HSM is used

@@ -54,6 +54,7 @@ _PAYLOAD_NONCE = bytes(NONCE_BYTES)
 _CONTEXT_TAG = b"hsm-vault/envelope/v1\x00"
 _CONTEXT_TAG_V2 = b"hsm-vault/envelope/v2\x00"
 _CONTEXT_TAGS = {FORMAT_V1: _CONTEXT_TAG, FORMAT_V2: _CONTEXT_TAG_V2}
+_HEADERS = {FORMAT_V1: HEADER_BYTES, FORMAT_V2: HEADER_V2_BYTES}  # where the payload starts
 DATAKEY_BITS = (128, 256, 512)
 UNDECIDED = b""  # a data key that did not unwrap (a real one is DEK_BYTES long)
 
@@ -102,24 +103,17 @@ def parse(text: str) -> ParsedCiphertext:
         version, raw = value.version, value.decoded("ciphertext")
     except MalformedValue:
         raise InvalidCiphertext() from None
-    fmt = raw[0] if raw else None
-    if fmt == FORMAT_V1 and len(raw) >= HEADER_BYTES + TAG_BYTES:
-        return ParsedCiphertext(
-            version=version,
-            nonce=raw[1 : 1 + NONCE_BYTES],
-            wrapped_dek=raw[1 + NONCE_BYTES : HEADER_BYTES],
-            payload=raw[HEADER_BYTES:],
-        )
-    if fmt == FORMAT_V2 and len(raw) >= HEADER_V2_BYTES + TAG_BYTES:
-        return ParsedCiphertext(
-            version=version,
-            nonce=raw[1 : 1 + NONCE_BYTES],
-            wrapped_dek=raw[1 + NONCE_BYTES : HEADER_BYTES],
-            payload=raw[HEADER_V2_BYTES:],
-            format=FORMAT_V2,
-            item_nonce=raw[HEADER_BYTES:HEADER_V2_BYTES],
-        )
-    raise InvalidCiphertext()
+    header = _HEADERS.get(raw[0]) if raw else None
+    if header is None or len(raw) < header + TAG_BYTES:
+        raise InvalidCiphertext()
+    return ParsedCiphertext(
+        version=version,
+        nonce=raw[1 : 1 + NONCE_BYTES],
+        wrapped_dek=raw[1 + NONCE_BYTES : HEADER_BYTES],
+        payload=raw[header:],
+        format=raw[0],
+        item_nonce=raw[HEADER_BYTES:header] or _PAYLOAD_NONCE,  # 0x01: none, zero
+    )
 
 
 def _assemble(version: int, nonce: bytes, wrapped: bytes, payload: bytes) -> str:

@@ -22,7 +22,6 @@ never stored or logged as such: the audit trail and the quota counters keep a ke
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +29,6 @@ from typing import Any
 import msgspec
 
 SUBJECT_FORMATS = ("json", "kv")
-# The items of a batch usually name one subject in equal associated data: the reading of a
-# recent value is kept (a few thousand, short ones only) instead of parsing it per item.
-_REMEMBERED = 4096
-_REMEMBERED_BYTES = 1024
 
 
 class _NotCanonical(ValueError):
@@ -70,12 +65,8 @@ class SubjectFormat:
 
     def subject(self, associated_data: bytes) -> str | None:
         """The subject named in ``associated_data``, or ``None`` when the data is not in
-        the declared form or does not name one."""
-        if len(associated_data) <= _REMEMBERED_BYTES:
-            return _remembered(self, associated_data)
-        return self._read(associated_data)
-
-    def _read(self, associated_data: bytes) -> str | None:
+        the declared form or does not name one. (A batch's items usually share their
+        associated data: the gate reads each distinct value once, ``api.stages``.)"""
         try:
             text = associated_data.decode("utf-8")
         except UnicodeDecodeError:
@@ -124,8 +115,3 @@ class SubjectFormat:
     def digest_input(self, subject: str) -> bytes:
         """What is MACed for the subject's keyed digest: the field's name and the value."""
         return f"{self.field}\x00{subject}".encode()
-
-
-@functools.lru_cache(maxsize=_REMEMBERED)
-def _remembered(structure: SubjectFormat, associated_data: bytes) -> str | None:
-    return structure._read(associated_data)

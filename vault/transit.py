@@ -7,12 +7,13 @@ per key version it uses, wrapped once; its decryption unwraps each distinct data
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hsm import HsmOps
 from vault.envelope import (
     DATAKEY_BITS,
+    FORMAT_V1,
     FORMAT_V2,
     BatchSealers,
     EncryptItem,
@@ -93,39 +94,27 @@ class Transit:
         versions = [v for v in plan if isinstance(v, KeyVersion)]
         if not versions:
             return [p for p in plan if isinstance(p, VaultError)]
-        if len(versions) == 1:  # one message: a data key of its own (format 0x01)
-            return await self._encrypt_one(key, items, plan, versions[0])
-        to_wrap = BatchSealers.plan(versions)
+        one = len(versions) == 1  # one message: a data key of its own (format 0x01)
+        to_wrap = versions if one else BatchSealers.plan(versions)
         self.wraps.charge(key, to_wrap)
-        job = Envelope.wrap_job(key, to_wrap, fmt=FORMAT_V2)
+        job = Envelope.wrap_job(key, to_wrap, fmt=FORMAT_V1 if one else FORMAT_V2)
         _, wrapped = await self.hsm.run(job, calls=len(to_wrap))
-        sealers = BatchSealers(key, to_wrap, wrapped)
+        seal: Callable[[int, EncryptItem], str]
+        if one:
+
+            def seal_one(version: int, item: EncryptItem) -> str:
+                return Envelope.seal(key, version, wrapped[0], item)
+
+            seal = seal_one
+        else:
+            seal = BatchSealers(key, to_wrap, wrapped).seal
         out: list[Encrypted | VaultError] = []
         for item, version in zip(items, plan, strict=True):
             if isinstance(version, VaultError):
                 out.append(version)
                 continue
             assert isinstance(item, EncryptItem)
-            out.append(Encrypted(sealers.seal(version.version, item), version.version))
-        return out
-
-    async def _encrypt_one(
-        self,
-        key: Key,
-        items: Sequence[EncryptItem | VaultError],
-        plan: list[KeyVersion | VaultError],
-        version: KeyVersion,
-    ) -> list[Encrypted | VaultError]:
-        self.wraps.charge(key, [version])
-        _, [wrapped] = await self.hsm.run(Envelope.wrap_job(key, [version]))
-        out: list[Encrypted | VaultError] = []
-        for item, planned in zip(items, plan, strict=True):
-            if isinstance(planned, VaultError):
-                out.append(planned)
-                continue
-            assert isinstance(item, EncryptItem)
-            sealed = Envelope.seal(key, version.version, wrapped, item)
-            out.append(Encrypted(sealed, version.version))
+            out.append(Encrypted(seal(version.version, item), version.version))
         return out
 
     async def decrypt(

@@ -225,9 +225,9 @@ def test_json_subjects(data: bytes, subject: str | None) -> None:
     assert JSON.subject(data) == subject
 
 
-def test_a_remembered_reading_is_the_reading_of_that_format_and_value() -> None:
-    """Readings of recent associated data are kept (a batch's items repeat theirs): the same
-    bytes read under another field or form, and a long value (never kept), read afresh."""
+def test_a_reading_is_the_reading_of_that_format_and_value() -> None:
+    """The same bytes read again, under another field or form, and a long value: each reading
+    is that of its own format and value."""
     data = b'{"account":"a-1","user_id":"u-1"}'
     assert [JSON.subject(data) for _ in range(3)] == ["u-1"] * 3
     assert SubjectFormat("json", "account").subject(data) == "a-1"

@@ -136,11 +136,11 @@ _CREATE = insert(_T).values(
 )
 
 
-def _blocked(row: Any, now: float) -> Outcome | None:
+def _blocked(state: LedgerState, now: float) -> Outcome | None:
     """Why a seed takes no code at all now, if it does not."""
-    if row[3] is not None:
+    if state.deactivated_at is not None:
         return Outcome.DEACTIVATED
-    if row[2] > now:
+    if state.locked(now):
         return Outcome.LOCKED
     return None
 
@@ -235,12 +235,9 @@ class ReplayLedger:
         # flood of them cannot slow down the verifications that do move a position; a replay
         # seen in the read costs one UPDATE.
         if seen is UNREAD:
-            row = self._run(lambda cur: self._row(cur, seed_id), write=False)
-            seen = None if row is None else LedgerState(*row)
+            seen = self.state(seed_id)
         if seen is not None:
-            blocked = _blocked(
-                (seen.last_position, seen.failures, seen.locked_until, seen.deactivated_at), now
-            )
+            blocked = _blocked(seen, now)
             if blocked is not None:
                 return blocked
             if position is not None and seen.last_position >= position:
@@ -256,7 +253,7 @@ class ReplayLedger:
             if row is None:
                 self._insert(cur, seed_id, key_name, now, position=values["b_position"])
                 return Outcome.ACCEPTED
-            blocked = _blocked(row, now)
+            blocked = _blocked(LedgerState(*row), now)
             if blocked is not None:
                 return blocked
             # Not ahead of the last accepted position: a replayed code is a failed attempt.
@@ -275,7 +272,7 @@ class ReplayLedger:
                 return Outcome.MISMATCH
             row = self._row(cur, seed_id)
             if row is not None:
-                return _blocked(row, now) or Outcome.LOCKED
+                return _blocked(LedgerState(*row), now) or Outcome.LOCKED
             until = now + cool if limit <= 1 else 0.0
             self._insert(cur, seed_id, key_name, now, failures=1, locked_until=until)
             return Outcome.MISMATCH
