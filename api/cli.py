@@ -97,7 +97,7 @@ def _granian(settings: Settings, workers: int) -> None:
         factory=True,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,  # the gate speaks it natively (api/gate.py)
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.http1,

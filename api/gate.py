@@ -6,12 +6,14 @@
     (``Stage.record``: every request, refused ones too; if it cannot be kept the request
     fails) → metrics and the request log → answer
 
-The gate is the ASGI application itself, so nothing can be mounted beside it and nothing
-added later can skip a stage. Routing uses Litestar's router over the route declarations in
-``api/`` (which also give the OpenAPI document); the gate then calls the route's handler
-directly with the request's :class:`~api.call.Call`, its path parameters and its decoded
-body: Litestar's per-request machinery (its signature model, dependency injection and
-response objects) costs about as much as the HSM call and is not used.
+The gate is the application itself — ASGI, and RSGI (granian's own interface, which
+``hsm-vault serve`` runs: no per-request message dicts) into the same ``_handle`` — so
+nothing can be mounted beside it and nothing added later can skip a stage. Routing uses
+Litestar's router over the route declarations in ``api/`` (which also give the OpenAPI
+document); the gate then calls the route's handler directly with the request's
+:class:`~api.call.Call`, its path parameters and its decoded body: Litestar's per-request
+machinery (its signature model, dependency injection and response objects) costs about as
+much as the HSM call and is not used.
 
 No request can stop the server: every status sent comes from a known set, an unexpected
 exception is a JSON 500 for that request alone (logged once with its request id and
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
+from granian._granian import RSGIProtocolClosed as ProtocolClosed
+from granian._granian import RSGIProtocolError as ProtocolError
 from litestar import Litestar
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.handlers.http_handlers import HTTPRouteHandler
@@ -163,6 +167,50 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+class BodySource(Protocol):
+    async def read(self, limit: int) -> bytes:
+        """The whole body, refused (``BodyTooLarge``) as soon as it passes ``limit``."""
+
+
+class _AsgiBody:
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+
+    async def read(self, limit: int) -> bytes:
+        return await read_body(self._receive, limit)
+
+
+class _RsgiBody:
+    """An RSGI request's body: read at once when its length is declared and allowed
+    (refused before any byte when it is not), chunk by chunk otherwise."""
+
+    __slots__ = ("_length", "_proto")
+
+    def __init__(self, proto: Any, length: str | None) -> None:
+        self._proto = proto
+        self._length = length
+
+    async def read(self, limit: int) -> bytes:
+        length = self._length
+        try:
+            if length is not None and length.isdigit():
+                if int(length) > limit:
+                    raise BodyTooLarge()
+                return bytes(await self._proto())
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in self._proto:
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge()
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except (ProtocolClosed, ProtocolError):
+            raise ConnectionAbortedError("the client went away") from None
+
+
 class Gate:
     """The ASGI application: the Litestar app is only its route table and its document."""
 
@@ -206,23 +254,76 @@ class Gate:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    self._vault()
+                    await self.startup()
                 except Exception as exc:
-                    log.error("start-up failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                # The server's hooks (metrics, watchdog) must never fail a worker's start:
-                # a worker that cannot start makes granian give up on the whole server.
-                self._run_hooks(self._on_startup, "start-up")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self._stop_background()
-                self._run_hooks(self._on_shutdown, "shutdown")
-                if self.vault is not None:
-                    self.vault.close()
-                self._request_log.flush()
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def startup(self) -> None:
+        """A worker's start: the vault (no HSM or database I/O) and its background work,
+        then the server's hooks. Raises only if the vault cannot be built (its policies)."""
+        try:
+            self._vault()
+        except Exception as exc:
+            log.error("start-up failed: %s", exc)
+            raise
+        # The server's hooks (metrics, watchdog) must never fail a worker's start:
+        # a worker that cannot start makes granian give up on the whole server.
+        self._run_hooks(self._on_startup, "start-up")
+
+    async def shutdown(self) -> None:
+        await self._stop_background()
+        self._run_hooks(self._on_shutdown, "shutdown")
+        if self.vault is not None:
+            self.vault.close()
+        self._request_log.flush()
+
+    # -- RSGI: granian's own interface, what ``hsm-vault serve`` runs (cheaper per request --
+    # -- than ASGI's message dicts); the same gate behind it                               --
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.startup())  # the loop is not running yet
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.shutdown())  # the loop has stopped serving
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":  # websockets: none here (serve turns them off)
+            return
+        method: str = scope.method
+        asgi_like = {
+            "method": method,
+            "path": scope.path,
+            "headers": [
+                (n.encode("latin-1"), v.encode("latin-1")) for n, v in scope.headers.items()
+            ],
+        }
+        length = scope.headers.get("content-length")
+        call = Call(
+            calls.request_ids.next(),
+            method,
+            scope.path,
+            scope.client.rpartition(":")[0].strip("[]"),
+        )
+        reply = await self._handle(call, asgi_like, _RsgiBody(proto, length))
+        body = reply.body
+        headers = [("x-request-id", call.request_id)]
+        if reply.status != 204:
+            headers.append(("content-type", reply.content_type.decode("latin-1")))
+            headers.append(("content-length", str(len(body))))
+        headers.extend((n.decode("latin-1"), v.decode("latin-1")) for n, v in reply.headers)
+        with contextlib.suppress(ProtocolClosed):  # the client went away: nothing to answer
+            proto.response_bytes(
+                reply.status,
+                headers,
+                _EMPTY_BODY if method == "HEAD" or reply.status == 204 else body,
+            )
+        self._done(call)
 
     @staticmethod
     def _run_hooks(hooks: tuple[Callable[[], None], ...], when: str) -> None:
@@ -252,18 +353,23 @@ class Gate:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_scope: Any = scope
-        method: str = raw_scope["method"]
         client = raw_scope.get("client")
         call = Call(
             calls.request_ids.next(),
-            method,
+            raw_scope["method"],
             raw_scope["path"],
             client[0] if client else "",
         )
+        reply = await self._handle(call, raw_scope, _AsgiBody(receive))
+        await self._send(call, reply, send, head=call.method == "HEAD")
+        self._done(call)
+
+    async def _handle(self, call: Call, scope: Any, body: BodySource) -> Reply:
+        """The request's answer, its audit record kept (or the failure that replaces it)."""
         token = calls.current.set(call)
         try:
             try:
-                reply = await self._serve(call, raw_scope, receive)
+                reply = await self._serve(call, scope, body)
             except Exception as exc:
                 reply = self._failure(call, exc)
             reply = self._checked(call, reply)
@@ -274,7 +380,10 @@ class Gate:
                 reply = self._checked(call, self._failure(call, exc))
         finally:
             calls.current.reset(token)
-        await self._send(call, reply, send, head=method == "HEAD")
+        return reply
+
+    def _done(self, call: Call) -> None:
+        """After the answer: metrics and the request log."""
         metrics.observe(call, time.perf_counter() - call.started)
         self._request_log.write(
             {
@@ -294,7 +403,7 @@ class Gate:
             }
         )
 
-    async def _serve(self, call: Call, scope: Any, receive: Receive) -> Reply:
+    async def _serve(self, call: Call, scope: Any, source: BodySource) -> Reply:
         call.vault = self._vault()
         route, params = self._resolve(scope)
         spec = route.spec
@@ -313,7 +422,7 @@ class Gate:
             ):
                 raise Forbidden()
         if route.decoder is not None:
-            body = await read_body(receive, self._max_body)
+            body = await source.read(self._max_body)
             if body.strip():
                 params["data"] = decode_body(route.decoder, body)
             elif route.body_required:
