@@ -26,7 +26,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -151,20 +158,29 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
 
 async def read_body(receive: Receive, limit: int) -> bytes:
     """The whole body, chunked or not, refused as soon as it passes ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
+    return await _bounded(_asgi_chunks(receive), limit)
+
+
+async def _asgi_chunks(receive: Receive) -> AsyncIterator[bytes]:
     more = True
     while more:
         message = await receive()
         if message["type"] != "http.request":
             raise ConnectionAbortedError("the client went away")
-        chunk: bytes = message.get("body", b"")
+        yield message.get("body", b"")
+        more = bool(message.get("more_body", False))
+
+
+async def _bounded(chunks: AsyncIterable[bytes], limit: int) -> bytes:
+    """The chunks joined, refused as soon as they pass ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge()
-        chunks.append(chunk)
-        more = bool(message.get("more_body", False))
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class BodySource(Protocol):
@@ -199,14 +215,7 @@ class _RsgiBody:
                 if int(length) > limit:
                     raise BodyTooLarge()
                 return bytes(await self._proto())
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in self._proto:
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge()
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return await _bounded(self._proto, limit)
         except (ProtocolClosed, ProtocolError):
             raise ConnectionAbortedError("the client went away") from None
 
@@ -311,17 +320,10 @@ class Gate:
             scope.client.rpartition(":")[0].strip("[]"),
         )
         reply = await self._handle(call, asgi_like, _RsgiBody(proto, length))
-        body = reply.body
-        headers = [("x-request-id", call.request_id)]
-        if reply.status != 204:
-            headers.append(("content-type", reply.content_type.decode("latin-1")))
-            headers.append(("content-length", str(len(body))))
-        headers.extend((n.decode("latin-1"), v.decode("latin-1")) for n, v in reply.headers)
+        headers, body = _answer(call, reply, head=method == "HEAD")
         with contextlib.suppress(ProtocolClosed):  # the client went away: nothing to answer
             proto.response_bytes(
-                reply.status,
-                headers,
-                _EMPTY_BODY if method == "HEAD" or reply.status == 204 else body,
+                reply.status, [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers], body
             )
         self._done(call)
 
@@ -484,23 +486,23 @@ class Gate:
         return reply
 
     async def _send(self, call: Call, reply: Reply, send: Send, *, head: bool) -> None:
-        body = reply.body
-        headers = [(b"x-request-id", call.request_id.encode())]
-        if reply.status != 204:
-            headers.append((b"content-type", reply.content_type))
-            headers.append((b"content-length", str(len(body)).encode()))
-        headers.extend(reply.headers)
+        headers, body = _answer(call, reply, head=head)
         try:
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": _EMPTY_BODY if head or reply.status == 204 else body,
-                    "more_body": False,
-                }
-            )
+            await send({"type": "http.response.body", "body": body, "more_body": False})
         except OSError:  # the client went away: nothing to answer
             return
+
+
+def _answer(call: Call, reply: Reply, *, head: bool) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The answer's headers and the body to send (none for HEAD or 204), whichever interface
+    sends them."""
+    headers = [(b"x-request-id", call.request_id.encode())]
+    if reply.status != 204:
+        headers.append((b"content-type", reply.content_type))
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+    headers.extend(reply.headers)
+    return headers, _EMPTY_BODY if head or reply.status == 204 else reply.body
 
 
 _UNSEEN: Any = object()
