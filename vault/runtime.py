@@ -155,9 +155,8 @@ class Vault:
             otp=OtpService(
                 registry,
                 the_hsm,
-                ReplayLedger(
-                    db.engine,
-                    LockoutPolicy(policies.otp_max_failures, policies.otp_lockout_seconds),
+                ReplayLedger.of(
+                    db, LockoutPolicy(policies.otp_max_failures, policies.otp_lockout_seconds)
                 ),
             ),
             events=audit,
@@ -182,5 +181,6 @@ class Vault:
     def close(self) -> None:
         self.wraps.flush()
         self.audit.close()
+        self.otp.ledger.close()
         self.hsm.close()
         self.db.dispose()

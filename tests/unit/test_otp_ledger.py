@@ -4,16 +4,19 @@ refused before anything changes, and exactly one of racing acceptances wins."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from vault.errors import BadRequest
-from vault.store import make_engine
+from vault.store import Database, make_engine
+from vault.store.aio import LoopConnections
 from vault.store.otp_ledger import MAX_POSITION, LedgerState, LockoutPolicy, Outcome, ReplayLedger
 
 KEY = "otp-seeds"
@@ -167,3 +170,149 @@ def test_the_migration_keeps_existing_seeds_active(tmp_path: Path) -> None:
         assert ledger.deactivate(s, KEY, NOW).deactivated_at == NOW
     finally:
         engine.dispose()
+
+
+# -- from the event loop (what verifications use): on PostgreSQL the reads and acceptances
+# -- run on the loop's own connections, one statement each; on SQLite the same calls inline
+
+
+@pytest.fixture
+def loop_ledger(database_url: str) -> Iterator[ReplayLedger]:
+    db = Database.open(database_url)
+    made = ReplayLedger.of(db, POLICY)
+    yield made
+    made.close()
+    db.dispose()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_from_the_loop_a_first_code_makes_the_row_and_a_replay_counts_as_a_failure(
+    loop_ledger: ReplayLedger,
+) -> None:
+    s = seed()
+
+    async def scenario() -> list[Any]:
+        unseen = await loop_ledger.state_async(s)
+        first = await loop_ledger.accept_async(s, KEY, 3, NOW, unseen)
+        after = await loop_ledger.state_async(s)
+        again = await loop_ledger.accept_async(s, KEY, 3, NOW, after)
+        failed = await loop_ledger.state_async(s)
+        ahead = await loop_ledger.accept_async(s, KEY, 4, NOW)
+        return [unseen, first, after, again, failed, ahead, await loop_ledger.state_async(s)]
+
+    unseen, first, after, again, failed, ahead, last = run(scenario())
+    assert unseen is None
+    assert first is Outcome.ACCEPTED
+    assert after == LedgerState(3, 0, 0.0)
+    assert again is Outcome.REPLAYED
+    assert failed.failures == 1
+    assert ahead is Outcome.ACCEPTED
+    assert (last.last_position, last.failures) == (4, 0)  # an ordered acceptance resets it
+
+
+def test_from_the_loop_a_stale_read_cannot_let_a_code_through_twice(
+    loop_ledger: ReplayLedger,
+) -> None:
+    """The read said the code was ahead; another request accepted it since: the conditional
+    statement decides, and the second is a replay."""
+    s = seed()
+    assert loop_ledger.accept(s, KEY, 1, NOW) is Outcome.ACCEPTED
+    stale = loop_ledger.state(s)
+
+    async def twice() -> list[Outcome]:
+        return [await loop_ledger.accept_async(s, KEY, 2, NOW, stale) for _ in range(2)]
+
+    assert run(twice()) == [Outcome.ACCEPTED, Outcome.REPLAYED]
+    state = loop_ledger.state(s)
+    assert state is not None
+    assert (state.last_position, state.failures) == (2, 1)
+
+
+def test_from_the_loop_locked_and_deactivated_seeds_take_nothing(
+    loop_ledger: ReplayLedger,
+) -> None:
+    locked, gone, unordered = seed(), seed(), seed()
+    for _ in range(POLICY.max_failures):
+        loop_ledger.reject(locked, KEY, NOW)
+    loop_ledger.deactivate(gone, KEY, NOW)
+
+    async def tries() -> list[Outcome]:
+        return [
+            await loop_ledger.accept_async(locked, KEY, 9, NOW),
+            await loop_ledger.accept_async(gone, KEY, 9, NOW),
+            await loop_ledger.accept_async(gone, KEY, None, NOW),
+            await loop_ledger.accept_async(unordered, KEY, None, NOW),  # no row yet
+            await loop_ledger.accept_async(unordered, KEY, None, NOW),  # OCRA: no order
+        ]
+
+    assert run(tries()) == [
+        Outcome.LOCKED,
+        Outcome.DEACTIVATED,
+        Outcome.DEACTIVATED,
+        Outcome.ACCEPTED,
+        Outcome.ACCEPTED,
+    ]
+    assert loop_ledger.state(locked) == LedgerState(-1, POLICY.max_failures, NOW + 300)
+    gone_state = loop_ledger.state(gone)
+    assert gone_state is not None
+    assert gone_state.last_position == -1
+
+
+def test_from_the_loop_a_position_the_ledger_cannot_hold_is_refused(
+    loop_ledger: ReplayLedger,
+) -> None:
+    s = seed()
+    with pytest.raises(BadRequest):
+        run(loop_ledger.accept_async(s, KEY, MAX_POSITION + 1, NOW))
+    assert loop_ledger.state(s) is None
+
+
+@pytest.mark.parametrize("first_use", [True, False], ids=["new-seed", "known-seed"])
+def test_from_the_loop_racing_acceptances_accept_exactly_one(
+    database_url: str, first_use: bool
+) -> None:
+    """Forty checks of one code, from four processes' ledgers (each with its own
+    connections) at once: one is accepted, whether the seed's row exists yet or not."""
+    s = seed()
+    dbs = [Database.open(database_url) for _ in range(4)]
+    ledgers = [ReplayLedger.of(db, LockoutPolicy(max_failures=1000)) for db in dbs]
+    if not first_use:
+        assert ledgers[0].accept(s, KEY, 4, NOW) is Outcome.ACCEPTED
+
+    async def race() -> list[Outcome]:
+        return list(
+            await asyncio.gather(*(ledgers[i % 4].accept_async(s, KEY, 5, NOW) for i in range(40)))
+        )
+
+    try:
+        outcomes = run(race())
+    finally:
+        for ledger, db in zip(ledgers, dbs, strict=True):
+            ledger.close()
+            db.dispose()
+    assert outcomes.count(Outcome.ACCEPTED) == 1
+    assert set(outcomes) == {Outcome.ACCEPTED, Outcome.REPLAYED}
+
+
+def test_loop_connections_stay_within_their_number(pg_database: str) -> None:
+    """Sixty statements at once on four connections: the rest wait their turn, and no more
+    than four connections are ever opened."""
+    db = Database.open(pg_database)
+    connections = LoopConnections(db, 4, barrier=False)
+
+    async def many() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(connections.call("SELECT pg_backend_pid()", None) for _ in range(60))
+            )
+        )
+
+    try:
+        pids = {row[0] for row in run(many())}
+    finally:
+        connections.close()
+        db.dispose()
+    assert 1 <= len(pids) <= 4

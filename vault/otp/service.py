@@ -413,7 +413,7 @@ class OtpService:
         seen: LedgerState | None = UNREAD
         if params.kind == "hotp" and request.counter is None:
             # The next counter, and what the acceptance below need not read again.
-            seen = await self._ledger(self.ledger.state, blob.seed_id)
+            seen = await self.ledger.state_async(blob.seed_id)
         plan, current = await self._plan(params, request, seen, window, now)
         wrap_id = version.object_id("wrap")
         mac_alg = _MACS[plan.algorithm]
@@ -445,9 +445,7 @@ class OtpService:
             outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
             return VerifyResult(False, reason=outcome.value)
         position = found.position if ordered else None
-        outcome = await self._ledger(
-            self.ledger.accept, blob.seed_id, key.name, position, now, seen
-        )
+        outcome = await self.ledger.accept_async(blob.seed_id, key.name, position, now, seen)
         if outcome is not Outcome.ACCEPTED:
             return VerifyResult(False, reason=outcome.value)
         return _result(params, found.position, current, request.counter, ordered)
@@ -501,7 +499,7 @@ class OtpService:
         return _within_ledger(plan), current
 
     async def _next_counter(self, seed_id: bytes) -> int:
-        state = await self._ledger(self.ledger.state, seed_id)
+        state = await self.ledger.state_async(seed_id)
         return state.last_position + 1 if state is not None else 0
 
     # -- the token-management service's operations ------------------------------------------
@@ -546,7 +544,7 @@ class OtpService:
 
     async def state(self, name: str, encrypted_seed: str) -> SeedState:
         _, version, blob = await self._genuine(name, encrypted_seed)
-        return self._state(version, blob, await self._ledger(self.ledger.state, blob.seed_id))
+        return self._state(version, blob, await self.ledger.state_async(blob.seed_id))
 
     async def unlock(self, name: str, encrypted_seed: str, *, actor: str) -> SeedState:
         """Clear the failure count and the lock of a seed that is not deactivated."""
@@ -614,7 +612,7 @@ class OtpService:
             outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
             return VerifyResult(False, reason=outcome.value)
         position = found.position + 1
-        outcome = await self._ledger(self.ledger.accept, blob.seed_id, key.name, position, now)
+        outcome = await self.ledger.accept_async(blob.seed_id, key.name, position, now)
         if outcome is not Outcome.ACCEPTED:
             return VerifyResult(False, reason=outcome.value)
         self._event("otp.resync", actor, key, blob)

@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.errors import BadRequest, StoreUnavailable
-from vault.store import Prepared, committed
+from vault.store import Database, Prepared, committed
+from vault.store.aio import LoopConnections
 from vault.store.tables import otp_ledger
 
 log = logging.getLogger("vault.otp")
@@ -51,6 +53,10 @@ _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 class _Refused(Exception):
     """SQLite refused the transaction: another connection holds the lock."""
 
+
+# PostgreSQL connections per process for verifications on the event loop: at most this many
+# wait on the database at once, the others queue for a turn.
+LOOP_CONNECTIONS = 8
 
 # ``last_position`` is a signed 64-bit BIGINT: the positions the ledger can record.
 MAX_POSITION = 2**63 - 1
@@ -122,6 +128,27 @@ _DEACTIVATE = (
     .where(_T.c.seed_id == bindparam("b_seed"), _ACTIVE)
     .values(deactivated_at=bindparam("b_now"), updated_at=bindparam("b_now"))
 )
+# PostgreSQL, from the event loop: ``_ADVANCE`` and the first code's insert in one statement
+# (a row comes back only if the position moved or the row was made).
+_NEW_ROW = postgresql.insert(_T).values(
+    seed_id=bindparam("b_seed"),
+    key_name=bindparam("b_key"),
+    last_position=bindparam("b_position"),
+    failures=0,
+    locked_until=0.0,
+    updated_at=bindparam("b_now"),
+)
+_ADVANCED_PG = _NEW_ROW.on_conflict_do_update(
+    index_elements=[_T.c.seed_id],
+    set_={
+        "last_position": _NEW_ROW.excluded.last_position,
+        "failures": 0,
+        "updated_at": _NEW_ROW.excluded.updated_at,
+    },
+    where=(_T.c.last_position < _NEW_ROW.excluded.last_position)
+    & (_T.c.locked_until <= _NEW_ROW.excluded.updated_at)
+    & _ACTIVE,
+).returning(_T.c.seed_id)
 _STATE = select(_T.c.last_position, _T.c.failures, _T.c.locked_until, _T.c.deactivated_at).where(
     _T.c.seed_id == bindparam("b_seed")
 )
@@ -145,9 +172,30 @@ def _blocked(state: LedgerState, now: float) -> Outcome | None:
     return None
 
 
+def _judged(seen: LedgerState | None, position: int | None, now: float) -> Outcome | None:
+    """What a state read moments ago already decides of an acceptance: a locked or
+    deactivated seed takes nothing (answered without a write lock, so a flood of them cannot
+    slow the verifications that move a position); a position not ahead is a replay (positions
+    only grow: it stays one), a failed attempt to count. ``None``: only the conditional
+    ``UPDATE`` can tell."""
+    if seen is None:
+        return None
+    blocked = _blocked(seen, now)
+    if blocked is not None:
+        return blocked
+    if position is not None and seen.last_position >= position:
+        return Outcome.REPLAYED
+    return None
+
+
 class ReplayLedger:
-    def __init__(self, engine: Engine, policy: LockoutPolicy) -> None:
+    def __init__(
+        self, engine: Engine, policy: LockoutPolicy, *, on_loop: LoopConnections | None = None
+    ) -> None:
+        """``on_loop``: PostgreSQL connections the event loop awaits, for the reads and
+        acceptances of verifications (each a thread hop and several round trips otherwise)."""
         self._engine = engine
+        self._on_loop = on_loop
         self._policy = policy
         dbapi = engine.dialect.dbapi
         assert dbapi is not None
@@ -159,11 +207,25 @@ class ReplayLedger:
         self._deactivate = Prepared(_DEACTIVATE, engine)
         self._state = Prepared(_STATE, engine)
         self._create = Prepared(_CREATE, engine)
+        if on_loop is not None:  # PostgreSQL
+            self._advanced = Prepared(_ADVANCED_PG, engine)
+            self._admitted = Prepared(_ADMIT.returning(_T.c.seed_id), engine)
         # SQLite has one writer at a time: threads of one process queue here rather than
         # in SQLite's busy handler, which sleeps in steps of milliseconds.
         self.local = engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if self.local else None
         self._own: Any = None
+
+    @classmethod
+    def of(cls, db: Database, policy: LockoutPolicy) -> ReplayLedger:
+        """The ledger of a serving process: on PostgreSQL, verifications read and accept
+        from the event loop (``LOOP_CONNECTIONS`` connections of its own)."""
+        on_loop = (
+            LoopConnections(db, LOOP_CONNECTIONS, barrier=False)
+            if db.dialect == "postgresql"
+            else None
+        )
+        return cls(db.engine, policy, on_loop=on_loop)
 
     async def call(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn(*args)`` (one of this ledger's methods) from the event loop: inline on SQLite
@@ -222,28 +284,15 @@ class ReplayLedger:
         the check), which spares the read below. Only the conditional ``UPDATE`` decides an
         acceptance, so a state that changed since is found out there as before.
         """
-        now = time.time() if now is None else now
-        if position is not None and not 0 <= position <= MAX_POSITION:
-            raise BadRequest("counter must be between 0 and 2^63-1")
-        values: dict[str, Any] = {
-            "b_seed": seed_id,
-            "b_now": now,
-            "b_position": -1 if position is None else position,
-        }
+        now, values = self._acceptance(seed_id, position, now)
         statement = self._admit if position is None else self._advance
-        # A locked or deactivated seed is answered from a read: no write lock is taken, so a
-        # flood of them cannot slow down the verifications that do move a position; a replay
-        # seen in the read costs one UPDATE.
         if seen is UNREAD:
             seen = self.state(seed_id)
-        if seen is not None:
-            blocked = _blocked(seen, now)
-            if blocked is not None:
-                return blocked
-            if position is not None and seen.last_position >= position:
-                # Positions only grow: a replay now stays one. It is a failed attempt.
-                self._run(lambda cur: self._count_failure(cur, seed_id, now), write=True)
-                return Outcome.REPLAYED
+        judged = _judged(seen, position, now)
+        if judged is Outcome.REPLAYED:
+            self._run(lambda cur: self._count_failure(cur, seed_id, now), write=True)
+        if judged is not None:
+            return judged
 
         def write(cur: Any) -> Outcome:
             cur.execute(statement.sql, statement.params(values))
@@ -261,6 +310,64 @@ class ReplayLedger:
             return Outcome.REPLAYED
 
         return self._run(write, write=True)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _acceptance(
+        seed_id: bytes, position: int | None, now: float | None
+    ) -> tuple[float, dict[str, Any]]:
+        """The time of an acceptance and its statement's values."""
+        if position is not None and not 0 <= position <= MAX_POSITION:
+            raise BadRequest("counter must be between 0 and 2^63-1")
+        now = time.time() if now is None else now
+        at = -1 if position is None else position
+        return now, {"b_seed": seed_id, "b_now": now, "b_position": at}
+
+    # -- from the event loop: PostgreSQL's hot statements on the loop's own connections ----
+
+    async def state_async(self, seed_id: bytes) -> LedgerState | None:
+        """:meth:`state` for the event loop."""
+        if self._on_loop is None:
+            return await self.call(self.state, seed_id)
+        row = await self._on_loop.call(
+            self._state.sql, self._state.params({"b_seed": seed_id}), durable=False
+        )
+        return None if row is None else LedgerState(*row)
+
+    async def accept_async(
+        self,
+        seed_id: bytes,
+        key_name: str,
+        position: int | None,
+        now: float | None = None,
+        seen: LedgerState | None = UNREAD,
+    ) -> Outcome:
+        """:meth:`accept` for the event loop. On PostgreSQL an acceptance the state read does
+        not rule out is one statement awaited on the loop (durable before it returns): the
+        conditional ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` of ``_ADVANCED_PG``.
+        Anything it does not accept takes :meth:`accept`'s whole path on a worker thread,
+        whose ``UPDATE`` is as conditional: of racing requests, one is accepted."""
+        if self._on_loop is None:
+            return await self.call(self.accept, seed_id, key_name, position, now, seen)
+        now, values = self._acceptance(seed_id, position, now)
+        if seen is UNREAD:
+            seen = await self.state_async(seed_id)
+        judged = _judged(seen, position, now)
+        if judged is None:
+            row = None
+            if position is not None:  # the seed's first code too: its row is made
+                params = self._advanced.params({**values, "b_key": key_name})
+                row = await self._on_loop.call(self._advanced.sql, params)
+            elif seen is not None:
+                row = await self._on_loop.call(self._admitted.sql, self._admitted.params(values))
+            if row is not None:
+                return Outcome.ACCEPTED
+        elif judged is not Outcome.REPLAYED:
+            return judged  # locked or deactivated: nothing to write
+        return await self.call(self.accept, seed_id, key_name, position, now, seen)
+
+    def close(self) -> None:
+        if self._on_loop is not None:
+            self._on_loop.close()
 
     def reject(self, seed_id: bytes, key_name: str, now: float | None = None) -> Outcome:
         """Count a failure; past the policy's limit the seed is locked for the cool-down."""
