@@ -56,7 +56,7 @@ class _Refused(Exception):
 
 # PostgreSQL connections per process for verifications on the event loop: at most this many
 # wait on the database at once, the others queue for a turn.
-LOOP_CONNECTIONS = 8
+LOOP_CONNECTIONS = 4
 
 # ``last_position`` is a signed 64-bit BIGINT: the positions the ledger can record.
 MAX_POSITION = 2**63 - 1
