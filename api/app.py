@@ -4,6 +4,7 @@ it starts (``vault.runtime``: no HSM or database I/O at start)."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Sequence
 
@@ -95,6 +96,15 @@ def _open_observed(settings: Settings) -> Vault:
     )
 
 
+def settle() -> None:
+    """The worker's last start-up step: what it has built (modules, the vault, its policies)
+    lives as long as it does, so it is moved out of the cyclic collector's way and a full
+    collection scans only what requests make. Unfrozen, each full collection stopped the
+    worker for 70-100 ms every 2-3 s under load, with every request in flight waiting."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_default_app() -> Gate:
     """The server's factory (in each worker): settings from the environment, the HSM from
     the settings, JSON logs, metrics of the HSM and of the worker's life, and the watchdog
@@ -108,4 +118,5 @@ def create_default_app() -> Gate:
         watchdog = Watchdog(here / "workers", settings.worker_stall_timeout)
         on_startup.append(watchdog.start)
         on_shutdown.append(watchdog.stop)
+    on_startup.append(settle)
     return create_app(settings, _open_observed, on_startup=on_startup, on_shutdown=on_shutdown)

@@ -442,7 +442,7 @@ class OtpService:
         found = match(computed, macs, request.otp)
         ordered = not (params.kind == "ocra" and current is None and request.counter is None)
         if found is None:
-            outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
+            outcome = await self.ledger.reject_async(blob.seed_id, key.name, now)
             return VerifyResult(False, reason=outcome.value)
         position = found.position if ordered else None
         outcome = await self.ledger.accept_async(blob.seed_id, key.name, position, now, seen)
@@ -609,7 +609,7 @@ class OtpService:
         macs = await self.hsm.run(job, calls=3 + len(messages))
         found = match_consecutive(plan, macs, otp, next_otp)
         if found is None:
-            outcome = await self._ledger(self.ledger.reject, blob.seed_id, key.name, now)
+            outcome = await self.ledger.reject_async(blob.seed_id, key.name, now)
             return VerifyResult(False, reason=outcome.value)
         position = found.position + 1
         outcome = await self.ledger.accept_async(blob.seed_id, key.name, position, now)

@@ -99,7 +99,7 @@ class AuditStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._writer = SqliteWriter(db) if db.dialect == "sqlite" else None
+        self._writer = SqliteWriter.of(db) if db.dialect == "sqlite" else None
         self._loop_connection = (
             LoopConnections(db, _PG_APPENDS) if db.dialect == "postgresql" else None
         )

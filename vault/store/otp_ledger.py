@@ -9,12 +9,15 @@ requires ``deactivated_at IS NULL``, so a deactivation committed on one replica 
 The statements are built once: building a SQLAlchemy statement per call costs far more
 than running it.
 
-On SQLite the worker processes share one file with one writer at a time, and the ledger
-writes from the event loop (a local write costs less than a thread hop). SQLite's own busy
-handler would sleep at least a millisecond when another process holds the lock, and then
-in steps of up to 100 ms, with the event loop stopped; a ledger write that finds the lock
-taken instead tries again every ~100 µs (most transactions hold it for less) and only then
-waits in the busy handler. Each try is a whole transaction, rolled back when refused.
+On SQLite the worker processes share one file with one writer at a time. A verification's
+write (its acceptance, or its failure) goes into a group commit (``vault.store.writer``):
+the writes that the event loop's requests queue meanwhile share one transaction and one
+turn at the file's lock, taken after the audit chain's and never waiting on the loop for
+more than a few milliseconds. The other calls, rare, run inline: SQLite's own busy handler
+would sleep at least a millisecond when another process holds the lock, and then in steps
+of up to 100 ms, with the event loop stopped; a write that finds the lock taken instead
+tries again every ~100 µs (most transactions hold it for less) and only then waits in the
+busy handler. Each try is a whole transaction, rolled back when refused.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from vault.errors import BadRequest, StoreUnavailable
 from vault.store import Database, Prepared, committed
 from vault.store.aio import LoopConnections
 from vault.store.tables import otp_ledger
+from vault.store.writer import GroupCommit, SqliteWriter
 
 log = logging.getLogger("vault.otp")
 _T = otp_ledger
@@ -190,12 +194,20 @@ def _judged(seen: LedgerState | None, position: int | None, now: float) -> Outco
 
 class ReplayLedger:
     def __init__(
-        self, engine: Engine, policy: LockoutPolicy, *, on_loop: LoopConnections | None = None
+        self,
+        engine: Engine,
+        policy: LockoutPolicy,
+        *,
+        on_loop: LoopConnections | None = None,
+        batches: GroupCommit | None = None,
     ) -> None:
         """``on_loop``: PostgreSQL connections the event loop awaits, for the reads and
-        acceptances of verifications (each a thread hop and several round trips otherwise)."""
+        acceptances of verifications (each a thread hop and several round trips otherwise).
+        ``batches``: SQLite's group commit, for the writes of verifications from the event
+        loop (one transaction, and one turn at the file's lock, for many)."""
         self._engine = engine
         self._on_loop = on_loop
+        self._batches = batches
         self._policy = policy
         dbapi = engine.dialect.dbapi
         assert dbapi is not None
@@ -219,13 +231,13 @@ class ReplayLedger:
     @classmethod
     def of(cls, db: Database, policy: LockoutPolicy) -> ReplayLedger:
         """The ledger of a serving process: on PostgreSQL, verifications read and accept
-        from the event loop (``LOOP_CONNECTIONS`` connections of its own)."""
-        on_loop = (
-            LoopConnections(db, LOOP_CONNECTIONS, barrier=False)
-            if db.dialect == "postgresql"
-            else None
-        )
-        return cls(db.engine, policy, on_loop=on_loop)
+        from the event loop (``LOOP_CONNECTIONS`` connections of its own); on SQLite their
+        writes are committed in groups, taking turns with the audit chain's."""
+        if db.dialect == "postgresql":
+            return cls(
+                db.engine, policy, on_loop=LoopConnections(db, LOOP_CONNECTIONS, barrier=False)
+            )
+        return cls(db.engine, policy, batches=GroupCommit(SqliteWriter.of(db)))
 
     async def call(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn(*args)`` (one of this ledger's methods) from the event loop: inline on SQLite
@@ -265,6 +277,10 @@ class ReplayLedger:
         cur.execute(self._fail.sql, self._fail.params(values))
         return int(cur.rowcount)
 
+    def _failing(self, seed_id: bytes, now: float) -> Callable[[Any], int]:
+        """The write that counts a failed attempt (how many rows it changed)."""
+        return lambda cur: self._count_failure(cur, seed_id, now)
+
     def accept(
         self,
         seed_id: bytes,
@@ -285,14 +301,26 @@ class ReplayLedger:
         acceptance, so a state that changed since is found out there as before.
         """
         now, values = self._acceptance(seed_id, position, now)
-        statement = self._admit if position is None else self._advance
         if seen is UNREAD:
             seen = self.state(seed_id)
         judged = _judged(seen, position, now)
         if judged is Outcome.REPLAYED:
-            self._run(lambda cur: self._count_failure(cur, seed_id, now), write=True)
+            self._run(self._failing(seed_id, now), write=True)
         if judged is not None:
             return judged
+        return self._run(self._advancing(seed_id, key_name, position, now, values), write=True)  # type: ignore[no-any-return]
+
+    def _advancing(
+        self,
+        seed_id: bytes,
+        key_name: str,
+        position: int | None,
+        now: float,
+        values: dict[str, Any],
+    ) -> Callable[[Any], Outcome]:
+        """The acceptance's write: the conditional ``UPDATE``; if it moved nothing, the row
+        tells why (none yet: this code makes it)."""
+        statement = self._admit if position is None else self._advance
 
         def write(cur: Any) -> Outcome:
             cur.execute(statement.sql, statement.params(values))
@@ -309,7 +337,7 @@ class ReplayLedger:
             self._count_failure(cur, seed_id, now)
             return Outcome.REPLAYED
 
-        return self._run(write, write=True)  # type: ignore[no-any-return]
+        return write
 
     @staticmethod
     def _acceptance(
@@ -345,13 +373,21 @@ class ReplayLedger:
         not rule out is one statement awaited on the loop (durable before it returns): the
         conditional ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` of ``_ADVANCED_PG``.
         Anything it does not accept takes :meth:`accept`'s whole path on a worker thread,
-        whose ``UPDATE`` is as conditional: of racing requests, one is accepted."""
-        if self._on_loop is None:
-            return await self.call(self.accept, seed_id, key_name, position, now, seen)
+        whose ``UPDATE`` is as conditional: of racing requests, one is accepted. On SQLite
+        the write (the same conditional ``UPDATE``) goes into the next group commit."""
         now, values = self._acceptance(seed_id, position, now)
         if seen is UNREAD:
             seen = await self.state_async(seed_id)
         judged = _judged(seen, position, now)
+        if self._batches is not None:  # SQLite: committed with the loop's other ledger writes
+            if judged is Outcome.REPLAYED:
+                await self._batches.write(self._failing(seed_id, now))
+            if judged is not None:
+                return judged
+            write = self._advancing(seed_id, key_name, position, now, values)
+            return await self._batches.write(write)
+        if self._on_loop is None:
+            return await self.call(self.accept, seed_id, key_name, position, now, seen)
         if judged is None:
             row = None
             if position is not None:  # the seed's first code too: its row is made
@@ -371,6 +407,19 @@ class ReplayLedger:
 
     def reject(self, seed_id: bytes, key_name: str, now: float | None = None) -> Outcome:
         """Count a failure; past the policy's limit the seed is locked for the cool-down."""
+        return self._run(self._rejecting(seed_id, key_name, now), write=True)  # type: ignore[no-any-return]
+
+    async def reject_async(
+        self, seed_id: bytes, key_name: str, now: float | None = None
+    ) -> Outcome:
+        """:meth:`reject` for the event loop."""
+        if self._batches is not None:
+            return await self._batches.write(self._rejecting(seed_id, key_name, now))
+        return await self.call(self.reject, seed_id, key_name, now)
+
+    def _rejecting(
+        self, seed_id: bytes, key_name: str, now: float | None
+    ) -> Callable[[Any], Outcome]:
         now = time.time() if now is None else now
         limit, cool = self._policy.max_failures, self._policy.lockout_seconds
 
@@ -384,7 +433,7 @@ class ReplayLedger:
             self._insert(cur, seed_id, key_name, now, failures=1, locked_until=until)
             return Outcome.MISMATCH
 
-        return self._run(write, write=True)  # type: ignore[no-any-return]
+        return write
 
     def unlock(self, seed_id: bytes, now: float | None = None) -> LedgerState | None:
         """Clear the failure count and any lock (never a deactivation); the state after."""

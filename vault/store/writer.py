@@ -10,13 +10,21 @@ the kernel instead and find SQLite's own lock free.
 :meth:`try_run` is for the event loop: it writes at once if nothing is in the way (the lock
 free, SQLite's lock free: its connection has no busy timeout), and otherwise says so without
 waiting, and the caller hands the work to a thread that :meth:`run` s it.
+
+One writer per database in a process (:meth:`SqliteWriter.of`): the audit chain and the OTP
+ledger take turns on the same locks. :class:`GroupCommit` lets many writes from the event
+loop share one transaction, as the audit chain's records do: a request's write waits for the
+one commit that carries it, and under load a commit carries many.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -35,6 +43,14 @@ class Busy(Exception):
 
 
 class SqliteWriter:
+    @classmethod
+    def of(cls, db: Database) -> SqliteWriter:
+        """The process's writer for ``db``: whoever writes to one file takes the same locks."""
+        writer = _WRITERS.get(db)
+        if writer is None:
+            writer = _WRITERS[db] = cls(db)
+        return writer
+
     def __init__(self, db: Database) -> None:
         self.db = db
         path = db.engine.url.database
@@ -102,3 +118,73 @@ class SqliteWriter:
             yield
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_WRITERS: weakref.WeakKeyDictionary[Database, SqliteWriter] = weakref.WeakKeyDictionary()
+
+
+class GroupCommit:
+    """Writes from the event loop, committed together.
+
+    :meth:`write` queues ``body(cursor)`` and waits; one flush at a time takes everything
+    queued and runs it in one transaction, on the loop whenever nobody else is writing (no
+    thread hop, no wait), else retrying on the loop for up to ``inline_wait`` seconds while
+    it serves other requests, and only then on a thread that waits its turn. A body runs
+    its statements and returns what its caller is told; if the transaction fails, every
+    write in it fails (``StoreUnavailable``) and none of it is kept.
+    """
+
+    def __init__(
+        self, writer: SqliteWriter, *, inline_wait: float = 0.005, max_batch: int = 512
+    ) -> None:
+        self._writer = writer
+        self._inline_wait = inline_wait
+        self._max_batch = max_batch
+        self._queued: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def write(self, body: Callable[[Any], T]) -> T:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._queued.append((body, done))
+        if not self._flushing:
+            # Set here and cleared by the flusher in the same step as its last look at the
+            # queue: a write queued after that look starts a new flush.
+            self._flushing = True
+            flusher = loop.create_task(self._flush())
+            self._tasks.add(flusher)
+            flusher.add_done_callback(self._tasks.discard)
+        return await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._queued:
+                batch = self._queued[: self._max_batch]
+                del self._queued[: len(batch)]
+                try:
+                    results = await self._commit([body for body, _ in batch])
+                except Exception as exc:
+                    failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable()
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(failure)
+                    continue
+                for (_, done), result in zip(batch, results, strict=True):
+                    if not done.done():
+                        done.set_result(result)
+        finally:
+            self._flushing = False
+
+    async def _commit(self, bodies: list[Callable[[Any], Any]]) -> list[Any]:
+        def run(cursor: Any) -> list[Any]:
+            return [body(cursor) for body in bodies]
+
+        give_up = time.monotonic() + self._inline_wait
+        while True:
+            try:
+                return self._writer.try_run(run)
+            except Busy:
+                if time.monotonic() > give_up:
+                    return await self._writer.db.run(lambda: self._writer.run(run))
+                await asyncio.sleep(0)
