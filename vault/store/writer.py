@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ from vault.errors import StoreUnavailable
 from vault.store import Database, committed
 
 T = TypeVar("T")
+log = logging.getLogger("vault.store")
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
@@ -165,6 +167,8 @@ class GroupCommit:
                 try:
                     results = await self._commit([body for body, _ in batch])
                 except Exception as exc:
+                    if not isinstance(exc, StoreUnavailable):  # a bug in a body: fail closed
+                        log.error("a group commit failed", exc_info=exc)
                     failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable()
                     for _, done in batch:
                         if not done.done():
