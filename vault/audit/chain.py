@@ -41,7 +41,6 @@ from vault.store.audit import AuditStore, Draft, Head, StoredCheckpoint
 log = logging.getLogger("vault.audit")
 
 DAY = 86400
-INLINE_WAIT = 0.005  # seconds a batch waits on the loop for another process's SQLite write
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,17 +167,17 @@ class AuditChain:
     async def _commit(self, batch: list[tuple[Draft, asyncio.Future[None]]]) -> None:
         """Commit ``batch``. SQLite: on the loop whenever no other process is writing (it
         holds the lock a fraction of a millisecond: the loop runs other requests meanwhile,
-        and the batch takes in their records), on a thread only after ``INLINE_WAIT``."""
+        and the batch takes in their records), on a thread only after a few milliseconds
+        (``vault.store.writer.INLINE_WAIT``)."""
         if not self.store.writes_now:
             await self.store.append_async([d for d, _ in batch])
             return
-        give_up = time.monotonic() + INLINE_WAIT
-        while self.store.append_now([d for d, _ in batch]) is None:
-            if time.monotonic() > give_up:
-                await self.store.append_async([d for d, _ in batch])
-                return
-            await asyncio.sleep(0)
+
+        def drafts() -> list[Draft]:
             batch[:] = self._take(batch)
+            return [d for d, _ in batch]
+
+        await self.store.append_soon(drafts)
 
     def _observe_flush(self, records: int, started: float, *, ok: bool) -> None:
         if self.observer is not None:

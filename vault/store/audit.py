@@ -22,7 +22,7 @@ little as possible:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from vault.audit.records import Record, encode, link
 from vault.store import Database, Prepared
 from vault.store.aio import LoopConnections
 from vault.store.tables import audit_checkpoints, audit_counts, audit_head, audit_records
-from vault.store.writer import Busy, SqliteWriter
+from vault.store.writer import SqliteWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ class AuditStore:
 
     async def append_async(self, drafts: Sequence[Draft]) -> int:
         """``append`` for the event loop: PostgreSQL over the connection the loop awaits (no
-        thread hop at all), SQLite on a worker thread (see ``append_now`` first)."""
+        thread hop at all), SQLite on a worker thread (see ``append_soon`` first)."""
         if self._loop_connection is not None:
             (last,) = await self._loop_connection.call(_APPEND_PG, _pg_params(drafts, None))
             return int(last)
@@ -159,18 +159,21 @@ class AuditStore:
 
     @property
     def writes_now(self) -> bool:
-        """Whether ``append_now`` can work (a local SQLite file)."""
+        """Whether ``append_soon`` can work (a local SQLite file)."""
         return self._writer is not None
 
-    def append_now(self, drafts: Sequence[Draft]) -> int | None:
-        """``append`` in the caller's thread if that means no waiting at all (SQLite, nobody
-        else writing: cheaper than a thread hop); ``None`` if it would have to wait."""
-        if self._writer is None:
-            return None
-        try:
-            return self._writer.try_run(lambda cursor: self._append(cursor, drafts, None))
-        except Busy:
-            return None
+    async def append_soon(self, drafts: Callable[[], Sequence[Draft]]) -> int:
+        """SQLite's append for the event loop (``writes_now``), through the writer's
+        ``run_async``: on the loop when nobody else is writing (cheaper than a thread hop).
+        ``drafts()`` is asked anew at each try: a batch that waits takes in what was queued
+        meanwhile."""
+        assert self._writer is not None
+
+        def body() -> Callable[[Any], int]:
+            batch = drafts()
+            return lambda cursor: self._append(cursor, batch, None)
+
+        return await self._writer.run_async(body)
 
     def _append(self, cursor: Any, drafts: Sequence[Draft], prune_through: int | None) -> int:
         """SQLite's append, statement by statement (what ``audit_append`` does in PostgreSQL)."""

@@ -12,7 +12,7 @@ than running it.
 On SQLite the worker processes share one file with one writer at a time. A verification's
 write (its acceptance, or its failure) goes into a group commit (``vault.store.writer``):
 the writes that the event loop's requests queue meanwhile share one transaction and one
-turn at the file's lock, taken after the audit chain's and never waiting on the loop for
+turn at the writers' file lock (the audit chain takes it too), never waiting on the loop for
 more than a few milliseconds. The other calls, rare, run inline: SQLite's own busy handler
 would sleep at least a millisecond when another process holds the lock, and then in steps
 of up to 100 ms, with the event loop stopped; a write that finds the lock taken instead

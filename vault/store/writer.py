@@ -7,9 +7,10 @@ become most of the latency. Writers that take this lock first — a thread lock 
 process, ``flock`` on a file beside the database between processes — wait for each other in
 the kernel instead and find SQLite's own lock free.
 
-:meth:`try_run` is for the event loop: it writes at once if nothing is in the way (the lock
-free, SQLite's lock free: its connection has no busy timeout), and otherwise says so without
-waiting, and the caller hands the work to a thread that :meth:`run` s it.
+:meth:`run_async` is for the event loop: it writes at once if nothing is in the way (the
+lock free, SQLite's lock free: its connection has no busy timeout), tries again on the loop
+(other tasks run between tries) for up to ``INLINE_WAIT``, and only then hands the work to a
+thread that waits its turn.
 
 One writer per database in a process (:meth:`SqliteWriter.of`): the audit chain and the OTP
 ledger take turns on the same locks. :class:`GroupCommit` lets many writes from the event
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -37,6 +39,9 @@ from vault.store import Database, committed
 
 T = TypeVar("T")
 log = logging.getLogger("vault.store")
+# Seconds a write from the event loop keeps trying there while another process writes (it
+# holds the lock a fraction of a millisecond) before it waits on a thread.
+INLINE_WAIT = 0.005
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
@@ -75,6 +80,22 @@ class SqliteWriter:
                 return self._now(body)
         finally:
             self._thread.release()
+
+    async def run_async(
+        self, body: Callable[[], Callable[[Any], T]], inline_wait: float = INLINE_WAIT
+    ) -> T:
+        """:meth:`run` for the event loop: on the loop whenever nothing is in the way,
+        retried there for up to ``inline_wait`` seconds, then on a thread. ``body()`` gives
+        the transaction's body, asked anew for each try (so that a batch can take in what
+        was queued while it waited)."""
+        give_up = time.monotonic() + inline_wait
+        while True:
+            try:
+                return self.try_run(body())
+            except Busy:
+                if time.monotonic() > give_up:
+                    return await self.db.run(functools.partial(self.run, body()))
+                await asyncio.sleep(0)
 
     def _now(self, body: Callable[[Any], T]) -> T:
         dbapi = self.db.engine.dialect.dbapi
@@ -129,15 +150,14 @@ class GroupCommit:
     """Writes from the event loop, committed together.
 
     :meth:`write` queues ``body(cursor)`` and waits; one flush at a time takes everything
-    queued and runs it in one transaction, on the loop whenever nobody else is writing (no
-    thread hop, no wait), else retrying on the loop for up to ``inline_wait`` seconds while
-    it serves other requests, and only then on a thread that waits its turn. A body runs
+    queued and runs it in one transaction (:meth:`SqliteWriter.run_async`: on the loop
+    whenever nobody else is writing, on a thread only after ``inline_wait``). A body runs
     its statements and returns what its caller is told; if the transaction fails, every
     write in it fails (``StoreUnavailable``) and none of it is kept.
     """
 
     def __init__(
-        self, writer: SqliteWriter, *, inline_wait: float = 0.005, max_batch: int = 512
+        self, writer: SqliteWriter, *, inline_wait: float = INLINE_WAIT, max_batch: int = 512
     ) -> None:
         self._writer = writer
         self._inline_wait = inline_wait
@@ -166,17 +186,19 @@ class GroupCommit:
                 del self._queued[: len(batch)]
                 try:
                     results = await self._commit([body for body, _ in batch])
-                except Exception as exc:
-                    if not isinstance(exc, StoreUnavailable):  # a bug in a body: fail closed
-                        log.error("a group commit failed", exc_info=exc)
-                    failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable()
-                    for _, done in batch:
+                except StoreUnavailable as exc:
+                    failure = exc
+                except Exception as exc:  # a bug in a body: fail closed
+                    log.error("a group commit failed", exc_info=exc)
+                    failure = StoreUnavailable()
+                else:
+                    for (_, done), result in zip(batch, results, strict=True):
                         if not done.done():
-                            done.set_exception(failure)
+                            done.set_result(result)
                     continue
-                for (_, done), result in zip(batch, results, strict=True):
+                for _, done in batch:
                     if not done.done():
-                        done.set_result(result)
+                        done.set_exception(failure)
         finally:
             self._flushing = False
 
@@ -184,11 +206,4 @@ class GroupCommit:
         def run(cursor: Any) -> list[Any]:
             return [body(cursor) for body in bodies]
 
-        give_up = time.monotonic() + self._inline_wait
-        while True:
-            try:
-                return self._writer.try_run(run)
-            except Busy:
-                if time.monotonic() > give_up:
-                    return await self._writer.db.run(lambda: self._writer.run(run))
-                await asyncio.sleep(0)
+        return await self._writer.run_async(lambda: run, self._inline_wait)
