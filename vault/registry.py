@@ -11,7 +11,8 @@ The cache keeps the hot path free of database round trips; other replicas see a 
 a configuration change (a raised ``min_decryption_version`` included) within ``cache_ttl``
 seconds, and a value naming a version newer than the cached key makes the registry read the
 key again at once (``get(newest=...)``), so a rotation on one replica is usable everywhere
-immediately.
+immediately. When an entry expires under load, the requests that find it expired share one
+read of the key (one per key at a time) instead of each sending its own to the database.
 
 Deleting or trimming destroys every version's objects after reading the token afresh:
 SoftHSM 2.6 hides from a process the objects others made once it has written to the token
@@ -50,6 +51,12 @@ _ROTATE_ATTEMPTS = 5
 VAULT = Authority("vault")
 
 
+def _retrieved(read: asyncio.Task[Any]) -> None:
+    """Mark a shared read's failure as seen (every caller may have given up waiting)."""
+    if not read.cancelled():
+        read.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What bringing one declared key in line does (or, in a dry run, would do)."""
@@ -80,6 +87,7 @@ class KeyRegistry:
         self.min_rotate_period = min_rotate_period
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, Key]] = {}
+        self._reads: dict[str, asyncio.Task[Key]] = {}  # on the event loop: reads in flight
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -93,6 +101,34 @@ class KeyRegistry:
             and (newest is None or newest <= hit[1].latest_version)
         ):
             return hit[1]
+        joined = name in self._reads
+        key = await self._shared_read(name)
+        if joined and newest is not None and newest > key.latest_version:
+            # The read joined began before this call; version ``newest`` was made before
+            # it (something names it), so a read that begins now sees it.
+            key = await self._shared_read(name)
+        return key
+
+    async def _shared_read(self, name: str) -> Key:
+        """Join the read of ``name`` in flight, or start one. Shielded: a caller that gives
+        up (its time limit) does not cancel the read the others wait for."""
+        read = self._reads.get(name)
+        if read is None:
+            read = self._reads[name] = asyncio.get_running_loop().create_task(self._read(name))
+            read.add_done_callback(_retrieved)
+        return await asyncio.shield(read)
+
+    async def _read(self, name: str) -> Key:
+        try:
+            return await self._load(name)
+        finally:
+            # Later callers start a read of their own (``invalidate`` may have dropped this
+            # one already, from a thread: only the loop adds entries, so none is lost here).
+            if self._reads.get(name) is asyncio.current_task():
+                self._reads.pop(name, None)
+
+    async def _load(self, name: str) -> Key:
+        hit = self._cache.get(name)
         read_at = time.monotonic()
         try:
             key = await self.store.db.run(lambda: self.store.load(name))
@@ -140,7 +176,9 @@ class KeyRegistry:
         return await self.store.db.run(self.store.names)
 
     def invalidate(self, name: str) -> None:
+        """Drop the cached key and any read in flight (callers after this read afresh)."""
         self._cache.pop(name, None)
+        self._reads.pop(name, None)
 
     # -- changes (blocking: the officers' tool calls them directly, the API on a thread) ---
 
@@ -235,7 +273,7 @@ class KeyRegistry:
         if not moved:  # another rotation won the race: ours was never used
             self._destroy_objects(objects, [version])
             return None
-        self._cache.pop(name, None)
+        self.invalidate(name)
         details: dict[str, Detail] = {"trigger": trigger}
         if chosen is not key.purpose:
             details["purpose"] = chosen.value
@@ -272,7 +310,7 @@ class KeyRegistry:
         else:
             details = {}
             self.store.update(name, changes)
-        self._cache.pop(name, None)
+        self.invalidate(name)
         self._emit("key.config", by, name, None, **details, **changes)
         return self.get_sync(name)
 
@@ -331,7 +369,7 @@ class KeyRegistry:
             return key, doomed
         with self._approved(Action.trim_key(name, floor), by) as details:
             gone = self.store.trim(name, floor)
-        self._cache.pop(name, None)
+        self.invalidate(name)
         self._destroy_after_commit(key, gone)
         self._emit(
             "key.trim",
@@ -355,7 +393,7 @@ class KeyRegistry:
         with self._approved(Action.delete_key(name), by) as details:
             # Rows first: once they are gone nothing can ask for the objects.
             self.store.delete(name)
-        self._cache.pop(name, None)
+        self.invalidate(name)
         self._destroy_after_commit(key, list(key.versions.values()))
         self._emit("key.delete", by, name, None, **details, versions=len(key.versions))
         return key
@@ -366,7 +404,7 @@ class KeyRegistry:
         if version == key.latest_version:
             self.rotate_sync(key.name, by=by, trigger="reconcile")
         self.store.remove_version(key.name, version)
-        self._cache.pop(key.name, None)
+        self.invalidate(key.name)
         self._emit("key.version_lost", by, key.name, version)
 
     # -- the declarative file (policies/keys.toml) -------------------------------------------

@@ -4,6 +4,7 @@ creating, rotating, configuring and deleting keys."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from vault.keys import MAX_ROTATE_PERIOD, MIN_ROTATE_PERIOD, Key, rotate_period,
 from vault.keytypes import KEY_TYPES, Purpose, object_id, object_label
 from vault.registry import KeyRegistry
 from vault.store import tables
+from vault.store.keys import KeyStore
 
 
 @pytest.fixture
@@ -496,6 +498,118 @@ def test_an_older_read_never_replaces_a_newer_one_in_the_cache(registry: KeyRegi
     newer = registry.rotate_sync("k")
     registry._remember(time.monotonic() - 10, old)  # a slow read that began long ago
     assert asyncio.run(registry.get("k")) == newer
+
+
+class CountedLoads:
+    """A registry's ``store.load``, wrapped: counts the reads, and holds each one's result
+    until the test lets it go (so that callers arrive while a read is in flight)."""
+
+    def __init__(self, registry: KeyRegistry) -> None:
+        self.count = 0
+        self.release = threading.Event()
+        self._load = registry.store.load
+        registry.store.load = self  # type: ignore[method-assign]
+
+    def __call__(self, name: str) -> Key:
+        self.count += 1
+        key = self._load(name)
+        assert self.release.wait(5)
+        return key
+
+
+def another_replica(registry: KeyRegistry) -> KeyRegistry:
+    """A registry of its own over ``registry``'s database and HSM, no cache."""
+    return KeyRegistry(KeyStore(registry.store.db), registry.hsm, cache_ttl=0)
+
+
+async def _started(loads: CountedLoads, reads: int) -> None:
+    """Let the callers run until ``reads`` loads are under way, then let the loads finish."""
+    for _ in range(500):
+        if loads.count >= reads:
+            break
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.02)  # room for a read too many to start
+    loads.release.set()
+
+
+def test_callers_of_an_expired_key_share_one_read(registry: KeyRegistry) -> None:
+    registry.create_sync("k", "aes256-gcm96")
+    here = another_replica(registry)
+    loads = CountedLoads(here)
+
+    async def main() -> list[Key]:
+        tasks = [asyncio.create_task(here.get("k")) for _ in range(20)]
+        await _started(loads, 1)
+        return await asyncio.gather(*tasks)
+
+    keys = asyncio.run(main())
+    assert loads.count == 1
+    assert {key.latest_version for key in keys} == {1}
+
+
+def test_a_caller_naming_a_newer_version_than_the_shared_read_reads_again(
+    registry: KeyRegistry,
+) -> None:
+    registry.create_sync("k", "aes256-gcm96")
+    here = another_replica(registry)
+    loads = CountedLoads(here)
+
+    async def main() -> tuple[Key, Key]:
+        first = asyncio.create_task(here.get("k"))
+        for _ in range(500):
+            if loads.count:
+                break
+            await asyncio.sleep(0.002)
+        # The read in flight began before this rotation; a ciphertext of v2 then arrives.
+        await asyncio.to_thread(registry.rotate_sync, "k")
+        second = asyncio.create_task(here.get("k", newest=2))
+        await asyncio.sleep(0.02)
+        loads.release.set()
+        return await first, await second
+
+    first, second = asyncio.run(main())
+    assert loads.count == 2
+    assert (first.latest_version, second.latest_version) == (1, 2)
+
+
+def test_a_caller_that_gives_up_leaves_the_shared_read_to_the_others(
+    registry: KeyRegistry,
+) -> None:
+    registry.create_sync("k", "aes256-gcm96")
+    here = another_replica(registry)
+    loads = CountedLoads(here)
+
+    async def main() -> Key:
+        impatient = asyncio.create_task(here.get("k"))
+        patient = asyncio.create_task(here.get("k"))
+        for _ in range(500):
+            if loads.count:
+                break
+            await asyncio.sleep(0.002)
+        impatient.cancel()
+        await asyncio.sleep(0.01)
+        loads.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        return await patient
+
+    assert asyncio.run(main()).latest_version == 1
+    assert loads.count == 1
+
+
+def test_a_shared_read_that_finds_no_key_fails_every_caller(registry: KeyRegistry) -> None:
+    here = another_replica(registry)
+    loads = CountedLoads(here)
+
+    async def main() -> list[BaseException | Key]:
+        tasks = [asyncio.create_task(here.get("absent")) for _ in range(5)]
+        await _started(loads, 1)
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert loads.count == 1
+    assert all(isinstance(outcome, NotFound) for outcome in outcomes)
+    assert here._reads == {}  # a later caller reads afresh
 
 
 # -- rotation periods -----------------------------------------------------------------------
