@@ -516,26 +516,34 @@ class CountedLoads:
         assert self.release.wait(5)
         return key
 
+    async def begun(self, reads: int) -> None:
+        """Wait (at most a second) until ``reads`` loads are under way."""
+        for _ in range(500):
+            if self.count >= reads:
+                return
+            await asyncio.sleep(0.002)
 
-def another_replica(registry: KeyRegistry) -> KeyRegistry:
-    """A registry of its own over ``registry``'s database and HSM, no cache."""
-    return KeyRegistry(KeyStore(registry.store.db), registry.hsm, cache_ttl=0)
+
+@pytest.fixture
+def counted(registry: KeyRegistry) -> tuple[KeyRegistry, CountedLoads]:
+    """Key ``k``, and a registry of its own over the same database and HSM (another
+    replica's, without a cache) whose reads are counted and held."""
+    registry.create_sync("k", "aes256-gcm96")
+    here = KeyRegistry(KeyStore(registry.store.db), registry.hsm, cache_ttl=0)
+    return here, CountedLoads(here)
 
 
 async def _started(loads: CountedLoads, reads: int) -> None:
     """Let the callers run until ``reads`` loads are under way, then let the loads finish."""
-    for _ in range(500):
-        if loads.count >= reads:
-            break
-        await asyncio.sleep(0.002)
+    await loads.begun(reads)
     await asyncio.sleep(0.02)  # room for a read too many to start
     loads.release.set()
 
 
-def test_callers_of_an_expired_key_share_one_read(registry: KeyRegistry) -> None:
-    registry.create_sync("k", "aes256-gcm96")
-    here = another_replica(registry)
-    loads = CountedLoads(here)
+def test_callers_of_an_expired_key_share_one_read(
+    counted: tuple[KeyRegistry, CountedLoads],
+) -> None:
+    here, loads = counted
 
     async def main() -> list[Key]:
         tasks = [asyncio.create_task(here.get("k")) for _ in range(20)]
@@ -548,18 +556,13 @@ def test_callers_of_an_expired_key_share_one_read(registry: KeyRegistry) -> None
 
 
 def test_a_caller_naming_a_newer_version_than_the_shared_read_reads_again(
-    registry: KeyRegistry,
+    registry: KeyRegistry, counted: tuple[KeyRegistry, CountedLoads]
 ) -> None:
-    registry.create_sync("k", "aes256-gcm96")
-    here = another_replica(registry)
-    loads = CountedLoads(here)
+    here, loads = counted
 
     async def main() -> tuple[Key, Key]:
         first = asyncio.create_task(here.get("k"))
-        for _ in range(500):
-            if loads.count:
-                break
-            await asyncio.sleep(0.002)
+        await loads.begun(1)
         # The read in flight began before this rotation; a ciphertext of v2 then arrives.
         await asyncio.to_thread(registry.rotate_sync, "k")
         second = asyncio.create_task(here.get("k", newest=2))
@@ -573,19 +576,14 @@ def test_a_caller_naming_a_newer_version_than_the_shared_read_reads_again(
 
 
 def test_a_caller_that_gives_up_leaves_the_shared_read_to_the_others(
-    registry: KeyRegistry,
+    counted: tuple[KeyRegistry, CountedLoads],
 ) -> None:
-    registry.create_sync("k", "aes256-gcm96")
-    here = another_replica(registry)
-    loads = CountedLoads(here)
+    here, loads = counted
 
     async def main() -> Key:
         impatient = asyncio.create_task(here.get("k"))
         patient = asyncio.create_task(here.get("k"))
-        for _ in range(500):
-            if loads.count:
-                break
-            await asyncio.sleep(0.002)
+        await loads.begun(1)
         impatient.cancel()
         await asyncio.sleep(0.01)
         loads.release.set()
@@ -597,9 +595,10 @@ def test_a_caller_that_gives_up_leaves_the_shared_read_to_the_others(
     assert loads.count == 1
 
 
-def test_a_shared_read_that_finds_no_key_fails_every_caller(registry: KeyRegistry) -> None:
-    here = another_replica(registry)
-    loads = CountedLoads(here)
+def test_a_shared_read_that_finds_no_key_fails_every_caller(
+    counted: tuple[KeyRegistry, CountedLoads],
+) -> None:
+    here, loads = counted
 
     async def main() -> list[BaseException | Key]:
         tasks = [asyncio.create_task(here.get("absent")) for _ in range(5)]
