@@ -87,7 +87,7 @@ class KeyRegistry:
         self.min_rotate_period = min_rotate_period
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, Key]] = {}
-        self._reads: dict[str, asyncio.Task[Key]] = {}  # on the event loop: reads in flight
+        self._reads: dict[str, asyncio.Task[Key]] = {}  # reads in flight (on event loops)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -112,9 +112,10 @@ class KeyRegistry:
     async def _shared_read(self, name: str) -> Key:
         """Join the read of ``name`` in flight, or start one. Shielded: a caller that gives
         up (its time limit) does not cancel the read the others wait for."""
+        loop = asyncio.get_running_loop()
         read = self._reads.get(name)
-        if read is None:
-            read = self._reads[name] = asyncio.get_running_loop().create_task(self._read(name))
+        if read is None or read.get_loop() is not loop:  # one loop's read serves only it
+            read = self._reads[name] = loop.create_task(self._read(name))
             read.add_done_callback(_retrieved)
         return await asyncio.shield(read)
 
@@ -122,8 +123,9 @@ class KeyRegistry:
         try:
             return await self._load(name)
         finally:
-            # Later callers start a read of their own (``invalidate`` may have dropped this
-            # one already, from a thread: only the loop adds entries, so none is lost here).
+            # Later callers start a read of their own. ``invalidate`` (from a thread) may have
+            # dropped this one already, or a caller on another loop replaced it: then the
+            # entry is not this read's to remove.
             if self._reads.get(name) is asyncio.current_task():
                 self._reads.pop(name, None)
 

@@ -595,6 +595,25 @@ def test_a_caller_that_gives_up_leaves_the_shared_read_to_the_others(
     assert loads.count == 1
 
 
+def test_a_read_in_flight_on_one_event_loop_is_not_joined_from_another(
+    counted: tuple[KeyRegistry, CountedLoads],
+) -> None:
+    here, loads = counted
+
+    async def on_the_first_loop() -> tuple[Key, Key]:
+        first = asyncio.create_task(here.get("k"))
+        await loads.begun(1)
+        # Meanwhile a caller on a loop of its own (another thread) reads for itself.
+        other = asyncio.create_task(asyncio.to_thread(lambda: asyncio.run(here.get("k"))))
+        await loads.begun(2)
+        loads.release.set()
+        return await other, await first
+
+    other, first = asyncio.run(on_the_first_loop())
+    assert loads.count == 2
+    assert other.latest_version == first.latest_version == 1
+
+
 def test_a_shared_read_that_finds_no_key_fails_every_caller(
     counted: tuple[KeyRegistry, CountedLoads],
 ) -> None:
