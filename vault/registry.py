@@ -34,6 +34,7 @@ from hsm import HsmOps, KeySpec
 from vault.approvals import Action, Authority, DualControl
 from vault.errors import BadRequest, Forbidden, NotFound, StoreUnavailable, Unavailable
 from vault.events import Detail, EventSink, LifecycleEvent, LogSink
+from vault.flights import Flights
 from vault.hsm import Hsm
 from vault.keys import MIN_ROTATE_PERIOD, Key, KeyVersion, rotate_period, validate_name
 from vault.keytypes import HMAC_ROLE, key_type, object_id, object_label
@@ -49,12 +50,6 @@ _ROTATE_ATTEMPTS = 5
 
 
 VAULT = Authority("vault")
-
-
-def _retrieved(read: asyncio.Task[Any]) -> None:
-    """Mark a shared read's failure as seen (every caller may have given up waiting)."""
-    if not read.cancelled():
-        read.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +82,7 @@ class KeyRegistry:
         self.min_rotate_period = min_rotate_period
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, Key]] = {}
-        self._reads: dict[str, asyncio.Task[Key]] = {}  # reads in flight (on event loops)
+        self._reads: Flights[str, Key] = Flights()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -110,24 +105,8 @@ class KeyRegistry:
         return key
 
     async def _shared_read(self, name: str) -> Key:
-        """Join the read of ``name`` in flight, or start one. Shielded: a caller that gives
-        up (its time limit) does not cancel the read the others wait for."""
-        loop = asyncio.get_running_loop()
-        read = self._reads.get(name)
-        if read is None or read.get_loop() is not loop:  # one loop's read serves only it
-            read = self._reads[name] = loop.create_task(self._read(name))
-            read.add_done_callback(_retrieved)
-        return await asyncio.shield(read)
-
-    async def _read(self, name: str) -> Key:
-        try:
-            return await self._load(name)
-        finally:
-            # Later callers start a read of their own. ``invalidate`` (from a thread) may have
-            # dropped this one already, or a caller on another loop replaced it: then the
-            # entry is not this read's to remove.
-            if self._reads.get(name) is asyncio.current_task():
-                self._reads.pop(name, None)
+        """Join the read of ``name`` in flight, or start one."""
+        return await asyncio.shield(self._reads.join(name, lambda: self._load(name)))
 
     async def _load(self, name: str) -> Key:
         hit = self._cache.get(name)

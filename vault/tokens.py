@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from vault.approvals import Action, Authority, DualControl
 from vault.errors import Forbidden, Unauthorized
 from vault.events import EventSink, LifecycleEvent, LogSink
+from vault.flights import Flights
 from vault.store import Database
 from vault.store.once import Once
 from vault.store.tables import used_tokens
@@ -76,18 +77,15 @@ class RevocationList:
         self._generation: int | None = None
         self._tokens: frozenset[tuple[str, str]] = frozenset()
         self._before: dict[str, float] = {}
-        self._reading: asyncio.Future[None] | None = None
+        self._reading: Flights[None, None] = Flights()  # the read in flight, if any
 
     async def fresh(self) -> None:
         """Make sure the list is recent enough to judge a token by."""
         age = self._clock() - self._read_at
         if age < self.interval:
             return
-        reading = self._reading
-        if reading is None:
-            reading = self._reading = asyncio.ensure_future(self._read())
-            # A background read that fails is logged in _read; nobody need collect it.
-            reading.add_done_callback(_collect)
+        # A read that fails is logged in _read (and collected by Flights): none need wait.
+        reading = self._reading.join(None, self._read)
         if age < self.max_stale:
             return  # recent enough: the read goes on in the background
         await asyncio.shield(reading)
@@ -100,8 +98,6 @@ class RevocationList:
         except Exception as exc:
             log.warning("could not read the token revocations: %s", type(exc).__name__)
             raise
-        finally:
-            self._reading = None
 
     def refresh_sync(self) -> None:
         """Read the generation; read the list again only if it moved."""
@@ -124,11 +120,6 @@ class RevocationList:
             name, -math.inf
         ):
             raise Unauthorized("token revoked", service=name)
-
-
-def _collect(done: asyncio.Future[None]) -> None:
-    if not done.cancelled():
-        done.exception()
 
 
 class Revoker:
